@@ -1,0 +1,1 @@
+"""Profile recording by pod labels (installed as ``syscribe.controller``)."""

@@ -1,0 +1,1 @@
+"""The audit-log enricher (installed as ``syscribe.enricher``)."""

@@ -1,0 +1,1 @@
+"""The CRI-O / podman OCI prestart hook (installed as ``syscribe.hooks``)."""

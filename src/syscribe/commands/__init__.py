@@ -1,0 +1,1 @@
+"""One module per `syscribe` subcommand: argument handling and output only; the work is elsewhere."""

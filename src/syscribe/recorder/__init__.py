@@ -1,0 +1,1 @@
+"""Syscall recorders: an eBPF program that counts the syscalls of one namespace."""
