@@ -1,0 +1,175 @@
+"""Writing files so that no reader ever sees half of one, and reading files of bounded size.
+
+Stdlib only: the hook uses this on its lean import path. Writes go to a temporary file in the target's
+directory, are flushed to disk, and are renamed over the target (then the directory is flushed too), so
+the target is either the old file or the whole new one. Symlinks at the target are refused rather than
+followed or replaced; `open_dir_beneath` walks a directory path below a root without following any.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import stat
+from pathlib import Path
+
+DEFAULT_READ_LIMIT = 64 * 1024 * 1024
+
+
+class FsError(OSError):
+    """An expected failure, with a message for the user (what was wrong, what to do)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "file error"
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o644) -> None:
+    """Replace `path` with `data` atomically. The directory must exist; `path` must not be a symlink."""
+    target = Path(path)
+    directory = target.parent
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise FsError(f"{target}: directory {directory} does not exist; create it first") from None
+    except NotADirectoryError:
+        raise FsError(f"{target}: {directory} is not a directory") from None
+    except OSError as exc:
+        raise FsError(f"{target}: cannot open directory {directory}: {exc.strerror}") from None
+    try:
+        write_atomic_at(dir_fd, target.name, data, mode, shown=str(target))
+    finally:
+        os.close(dir_fd)
+
+
+def write_atomic_at(
+    dir_fd: int, name: str, data: bytes | str, mode: int = 0o644, *, shown: str | None = None
+) -> None:
+    """Replace `name` in the directory `dir_fd` with `data` atomically."""
+    shown = shown or name
+    if not name or "/" in name or name in (".", ".."):
+        raise FsError(f"{shown}: not a file name")
+    payload = data.encode() if isinstance(data, str) else data
+    _refuse_link_or_dir(dir_fd, name, shown)
+    tmp = f".{name[:200]}.{secrets.token_hex(6)}.tmp"
+    try:
+        fd = os.open(
+            tmp,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+            dir_fd=dir_fd,
+        )
+    except OSError as exc:
+        raise FsError(f"{shown}: cannot create a file in its directory: {exc.strerror}") from None
+    try:
+        try:
+            view = memoryview(payload)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        if isinstance(exc, OSError) and not isinstance(exc, FsError):
+            raise FsError(f"{shown}: cannot write: {exc.strerror}") from None
+        raise
+    # The rename is durable only once the directory entry is on disk.
+    with contextlib.suppress(OSError):
+        os.fsync(dir_fd)
+
+
+def _refuse_link_or_dir(dir_fd: int, name: str, shown: str) -> None:
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise FsError(f"{shown} is a symlink; syscribe does not write through symlinks, name the real file")
+    if stat.S_ISDIR(st.st_mode):
+        raise FsError(f"{shown} is a directory; name a file to write")
+
+
+def check_writable_dir(path: str | os.PathLike[str]) -> None:
+    """Fail now, before any work, when `path` could not be written later."""
+    target = Path(path)
+    directory = target.parent
+    if not directory.exists():
+        raise FsError(
+            f"{target}: directory {directory} does not exist; create it first (mkdir -p {directory})"
+        )
+    if not directory.is_dir():
+        raise FsError(f"{target}: {directory} is not a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise FsError(f"{target}: directory {directory} is not writable")
+    if target.is_symlink():
+        raise FsError(f"{target} is a symlink; syscribe does not write through symlinks, name the real file")
+    if target.is_dir():
+        raise FsError(f"{target} is a directory; name a file to write")
+
+
+def open_dir_beneath(root: str | os.PathLike[str], relative: str) -> int:
+    """Open `root/relative` as a directory fd, following no symlink and never leaving `root`.
+
+    `root` itself is trusted (configuration); every component of `relative` is opened with O_NOFOLLOW.
+    The caller closes the returned fd.
+    """
+    parts = [p for p in relative.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise FsError(f"{relative}: '..' is not allowed in a path below {root}")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts:
+            try:
+                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError as exc:
+                # ELOOP (a symlink) and ENOTDIR both mean the path is not a plain directory chain.
+                raise FsError(
+                    f"{root}/{relative}: {part!r} is not a plain directory: {exc.strerror}"
+                ) from None
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_limited(path: str | os.PathLike[str], limit: int = DEFAULT_READ_LIMIT) -> bytes:
+    """The contents of a regular file of at most `limit` bytes (not a FIFO, device or directory)."""
+    shown = os.fspath(path)
+    try:
+        # O_NONBLOCK so that a FIFO does not hang the open; it is refused below.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise FsError(f"{shown}: no such file") from None
+    except OSError as exc:
+        raise FsError(f"{shown}: cannot open: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FsError(f"{shown}: not a regular file")
+        if st.st_size > limit:
+            raise FsError(f"{shown}: {st.st_size} bytes; files over {limit} bytes are refused")
+        os.set_blocking(fd, True)
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:  # grew while being read
+                raise FsError(f"{shown}: more than {limit} bytes; files over {limit} bytes are refused")
+        return b"".join(chunks)
+    except OSError as exc:
+        if isinstance(exc, FsError):
+            raise
+        raise FsError(f"{shown}: cannot read: {exc.strerror}") from None
+    finally:
+        os.close(fd)

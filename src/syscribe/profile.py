@@ -1,0 +1,735 @@
+"""OCI runtime-spec `linux.seccomp` profiles: parse, write, merge, compare.
+
+Pure (no I/O) and stdlib-only: the hook imports it to merge its `if:` profile, and the hook's import
+path stays lean. The semantics of merge, union and the coverage check are written down in
+docs/profile-format.md; the code follows that text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
+
+from syscribe import runtimes
+from syscribe import arch as archmod
+from syscribe.arch import Arch
+
+ACT_ALLOW = "SCMP_ACT_ALLOW"
+ACT_ERRNO = "SCMP_ACT_ERRNO"
+ACT_LOG = "SCMP_ACT_LOG"
+
+ACTIONS = (
+    "SCMP_ACT_KILL",
+    "SCMP_ACT_KILL_PROCESS",
+    "SCMP_ACT_KILL_THREAD",
+    "SCMP_ACT_TRAP",
+    "SCMP_ACT_ERRNO",
+    "SCMP_ACT_TRACE",
+    "SCMP_ACT_ALLOW",
+    "SCMP_ACT_LOG",
+    "SCMP_ACT_NOTIFY",
+)
+# LOG lets the call through (it only writes an audit record), so for what a profile allows it is ALLOW.
+ALLOWING = frozenset({ACT_ALLOW, ACT_LOG})
+
+OPS = (
+    "SCMP_CMP_NE",
+    "SCMP_CMP_LT",
+    "SCMP_CMP_LE",
+    "SCMP_CMP_EQ",
+    "SCMP_CMP_GE",
+    "SCMP_CMP_GT",
+    "SCMP_CMP_MASKED_EQ",
+)
+
+FLAGS = (
+    "SECCOMP_FILTER_FLAG_TSYNC",
+    "SECCOMP_FILTER_FLAG_LOG",
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
+)
+
+# Every name the runtime spec lists, plus those syscribe.arch knows; some (MIPS n32, PA-RISC) have no
+# entry in syscribe.arch because syscribe never records on them, but a profile may still name them.
+ARCHITECTURES: tuple[str, ...] = tuple(
+    sorted(
+        {
+            "SCMP_ARCH_X86",
+            "SCMP_ARCH_X86_64",
+            "SCMP_ARCH_X32",
+            "SCMP_ARCH_ARM",
+            "SCMP_ARCH_AARCH64",
+            "SCMP_ARCH_MIPS",
+            "SCMP_ARCH_MIPS64",
+            "SCMP_ARCH_MIPS64N32",
+            "SCMP_ARCH_MIPSEL",
+            "SCMP_ARCH_MIPSEL64",
+            "SCMP_ARCH_MIPSEL64N32",
+            "SCMP_ARCH_PPC",
+            "SCMP_ARCH_PPC64",
+            "SCMP_ARCH_PPC64LE",
+            "SCMP_ARCH_S390",
+            "SCMP_ARCH_S390X",
+            "SCMP_ARCH_PARISC",
+            "SCMP_ARCH_PARISC64",
+            "SCMP_ARCH_RISCV64",
+            "SCMP_ARCH_LOONGARCH64",
+        }
+        | set(archmod.BY_OCI)
+    )
+)
+
+# runc and crun return EPERM when an ERRNO or TRACE action carries no errnoRet.
+DEFAULT_ERRNO = 1
+# The kernel keeps 16 bits of data with SECCOMP_RET_ERRNO / SECCOMP_RET_TRACE.
+MAX_ERRNO_RET = 0xFFFF
+U64_MAX = (1 << 64) - 1
+MAX_ARGS = 6
+MAX_NAME_LENGTH = 64
+MAX_STRING_LENGTH = 4096
+_NAME_RE = re.compile(r"[a-z_][a-z0-9_]*\Z")
+
+_TOP_KEYS = (
+    "defaultAction",
+    "defaultErrnoRet",
+    "architectures",
+    "archMap",
+    "flags",
+    "listenerPath",
+    "listenerMetadata",
+    "syscalls",
+)
+_RULE_KEYS = ("names", "name", "action", "errnoRet", "args", "comment", "includes", "excludes")
+_ARG_KEYS = ("index", "value", "valueTwo", "op")
+
+
+class ProfileError(ValueError):
+    """A profile is not valid; the message names the field, what was wrong and what is expected."""
+
+
+@dataclass(frozen=True, slots=True)
+class Arg:
+    index: int
+    value: int
+    value_two: int
+    op: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    names: tuple[str, ...]  # sorted, without duplicates
+    action: str
+    errno_ret: int | None = None
+    args: tuple[Arg, ...] = ()
+
+    @property
+    def allows(self) -> bool:
+        return self.action in ALLOWING
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    default_action: str
+    architectures: tuple[str, ...] = ()
+    syscalls: tuple[Rule, ...] = ()
+    default_errno_ret: int | None = None
+    flags: tuple[str, ...] = ()
+    listener_path: str | None = None
+    listener_metadata: str | None = None
+
+    @property
+    def allows_by_default(self) -> bool:
+        return self.default_action in ALLOWING
+
+    def named(self) -> frozenset[str]:
+        return frozenset(n for rule in self.syscalls for n in rule.names)
+
+
+class Merged(NamedTuple):
+    profile: Profile
+    warnings: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """What profile A lacks to allow everything the others allow."""
+
+    names: tuple[str, ...] = ()
+    architectures: tuple[str, ...] = ()
+    default: tuple[str, ...] = ()  # descriptions of profiles whose default action allows more than A's
+
+    @property
+    def ok(self) -> bool:
+        return not (self.names or self.architectures or self.default)
+
+    def lines(self) -> list[str]:
+        out = [f"syscall {n}" for n in self.names]
+        out += [f"architecture {a}" for a in self.architectures]
+        out += list(self.default)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Building
+
+
+def from_names(names: Iterable[str], native: Arch) -> Profile:
+    """The profile of a recording: deny by default, allow exactly `names` on `native` and its sub-arches."""
+    unique = sorted(set(names))
+    if not unique:
+        raise ProfileError("no syscalls were recorded, so there is no profile to write; did the command run?")
+    for i, name in enumerate(unique):
+        _check_name(name, f"names[{i}]")
+    arches = tuple(a.oci for a in archmod.subarches(native))
+    return Profile(
+        default_action=ACT_ERRNO,
+        default_errno_ret=DEFAULT_ERRNO,
+        architectures=arches,
+        syscalls=(Rule(names=tuple(unique), action=ACT_ALLOW),),
+    )
+
+
+def add_allowed(profile: Profile, names: Iterable[str]) -> Profile:
+    """`profile` that also allows `names` unconditionally (the union with an allow rule of them)."""
+    wanted = sorted(set(names))
+    if not wanted:
+        return profile
+    for i, name in enumerate(wanted):
+        _check_name(name, f"names[{i}]")
+    return union([profile, replace(profile, syscalls=(Rule(tuple(wanted), ACT_ALLOW),))]).profile
+
+
+def for_runtime(profile: Profile, runtime: str) -> Profile:
+    """`profile` plus what `runtime` (runc, crun) calls after loading it (syscribe.runtimes)."""
+    try:
+        extra = runtimes.after_filter(runtime)
+    except ValueError as exc:
+        raise ProfileError(str(exc)) from None
+    return add_allowed(profile, extra)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Parsing
+
+
+def loads(text: str | bytes) -> Profile:
+    """Parse OCI seccomp JSON text."""
+    return parse(load_json(text))
+
+
+def load_json(text: str | bytes) -> Any:
+    """JSON text to Python values, with errors a user can act on (and no duplicate keys)."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProfileError(f"not UTF-8 text (byte {exc.start}); a profile is JSON or YAML") from None
+    if not text.strip():
+        raise ProfileError('the file is empty; expected a JSON object such as {"defaultAction": ...}')
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise ProfileError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise ProfileError("JSON nested too deeply; a seccomp profile is at most 4 levels deep") from None
+    except ValueError as exc:  # duplicate keys, NaN, integers beyond the interpreter's digit limit
+        reason = str(exc)
+        if "digits" in reason:
+            reason = "a number has thousands of digits"
+        raise ProfileError(f"not a usable JSON document: {reason}") from None
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            # Parsers disagree on which duplicate wins; a runtime might read the other one.
+            raise ValueError(f"key {key!r} appears twice in one object")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def parse(data: object) -> Profile:
+    """Validate a decoded OCI `linux.seccomp` object and build the Profile."""
+    if not isinstance(data, dict):
+        raise ProfileError(f"the profile is {json_type(data)}; expected a JSON object with defaultAction")
+    if "kind" in data or "apiVersion" in data:
+        raise ProfileError("this is a Kubernetes resource, not an OCI seccomp profile; convert it first")
+    if "ociVersion" in data and "linux" in data:
+        raise ProfileError("this is an OCI config.json; pass the object under linux.seccomp instead")
+    _check_keys(data, _TOP_KEYS, "the profile")
+    if "defaultAction" not in data:
+        raise ProfileError("defaultAction: missing; expected one of " + ", ".join(ACTIONS))
+    default_action = _enum(data["defaultAction"], ACTIONS, "defaultAction", "action")
+    default_errno = _opt_int(data.get("defaultErrnoRet"), "defaultErrnoRet", 0, MAX_ERRNO_RET)
+    arches = _strings(data.get("architectures", []), "architectures")
+    for i, name in enumerate(arches):
+        _enum(name, ARCHITECTURES, f"architectures[{i}]", "architecture")
+    arches += _arch_map(data.get("archMap"))
+    flags = _strings(data.get("flags", []), "flags")
+    for i, flag in enumerate(flags):
+        _enum(flag, FLAGS, f"flags[{i}]", "flag")
+    listener_path = _opt_str(data.get("listenerPath"), "listenerPath")
+    listener_metadata = _opt_str(data.get("listenerMetadata"), "listenerMetadata")
+    raw_rules = data.get("syscalls", [])
+    if raw_rules is None:
+        raw_rules = []
+    if not isinstance(raw_rules, list):
+        raise ProfileError(f"syscalls: {json_type(raw_rules)}; expected a list of rules")
+    rules = tuple(_rule(r, f"syscalls[{i}]") for i, r in enumerate(raw_rules))
+    return Profile(
+        default_action=default_action,
+        default_errno_ret=default_errno,
+        architectures=_unique(arches),
+        flags=_unique(flags),
+        listener_path=listener_path,
+        listener_metadata=listener_metadata,
+        syscalls=rules,
+    )
+
+
+def _rule(data: object, where: str) -> Rule:
+    if not isinstance(data, dict):
+        raise ProfileError(f"{where}: {json_type(data)}; expected an object with names and action")
+    _check_keys(data, _RULE_KEYS, where)
+    for key in ("includes", "excludes"):
+        if data.get(key) not in (None, {}):
+            raise ProfileError(
+                f"{where}.{key}: Docker's conditional rules are not part of the OCI format; "
+                "keep only the rules that apply to your architecture and capabilities"
+            )
+    comment = data.get("comment")
+    if comment is not None and not isinstance(comment, str):
+        raise ProfileError(f"{where}.comment: {json_type(comment)}; expected a string")
+    names = _strings(data.get("names", []), f"{where}.names")
+    if "name" in data:  # Docker's old single-name form
+        single = data["name"]
+        if not isinstance(single, str):
+            raise ProfileError(f"{where}.name: {json_type(single)}; expected a syscall name")
+        names.append(single)
+    if not names:
+        raise ProfileError(f"{where}.names: empty; a rule needs at least one syscall name")
+    for i, name in enumerate(names):
+        _check_name(name, f"{where}.names[{i}]")
+    if "action" not in data:
+        raise ProfileError(f"{where}.action: missing; expected one of " + ", ".join(ACTIONS))
+    action = _enum(data["action"], ACTIONS, f"{where}.action", "action")
+    errno_ret = _opt_int(data.get("errnoRet"), f"{where}.errnoRet", 0, MAX_ERRNO_RET)
+    raw_args = data.get("args", [])
+    if raw_args is None:
+        raw_args = []
+    if not isinstance(raw_args, list):
+        raise ProfileError(f"{where}.args: {json_type(raw_args)}; expected a list of argument filters")
+    if len(raw_args) > MAX_ARGS:
+        raise ProfileError(f"{where}.args: {len(raw_args)} filters; syscalls have {MAX_ARGS} arguments")
+    args = tuple(_arg(a, f"{where}.args[{i}]") for i, a in enumerate(raw_args))
+    return Rule(names=tuple(sorted(set(names))), action=action, errno_ret=errno_ret, args=args)
+
+
+def _arg(data: object, where: str) -> Arg:
+    if not isinstance(data, dict):
+        raise ProfileError(f"{where}: {json_type(data)}; expected an object with index, value, op")
+    _check_keys(data, _ARG_KEYS, where)
+    for key in ("index", "op"):
+        if key not in data:
+            raise ProfileError(f"{where}.{key}: missing")
+    index = _int(data["index"], f"{where}.index", 0, MAX_ARGS - 1)
+    value = _int(data.get("value", 0), f"{where}.value", 0, U64_MAX)
+    value_two = _int(data.get("valueTwo", 0), f"{where}.valueTwo", 0, U64_MAX)
+    op = _enum(data["op"], OPS, f"{where}.op", "operator")
+    return Arg(index=index, value=value, value_two=value_two, op=op)
+
+
+def _arch_map(data: object) -> list[str]:
+    """Docker's archMap, accepted on input only: its architectures and sub-architectures, flattened."""
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise ProfileError(f"archMap: {json_type(data)}; expected a list (better: use architectures)")
+    out: list[str] = []
+    for i, entry in enumerate(data):
+        where = f"archMap[{i}]"
+        if not isinstance(entry, dict):
+            raise ProfileError(f"{where}: {json_type(entry)}; expected an object with architecture")
+        _check_keys(entry, ("architecture", "subArchitectures"), where)
+        main = entry.get("architecture")
+        out.append(_enum(main, ARCHITECTURES, f"{where}.architecture", "architecture"))
+        subs = _strings(entry.get("subArchitectures", []) or [], f"{where}.subArchitectures")
+        for j, sub in enumerate(subs):
+            out.append(_enum(sub, ARCHITECTURES, f"{where}.subArchitectures[{j}]", "architecture"))
+    return out
+
+
+def _check_name(name: str, where: str) -> None:
+    if len(name) > MAX_NAME_LENGTH:
+        raise ProfileError(f"{where}: {len(name)} characters; a syscall name has {MAX_NAME_LENGTH} at most")
+    if not _NAME_RE.match(name):
+        raise ProfileError(f"{where}: {name!r} is not a syscall name (lower-case letters, digits and _)")
+
+
+def _check_keys(data: Mapping[str, Any], known: Sequence[str], where: str) -> None:
+    for key in data:
+        if key not in known:
+            shown = key if len(key) <= 40 else key[:40] + "..."
+            raise ProfileError(f"{where}: unknown field {shown!r}; known fields: {', '.join(known)}")
+
+
+def _enum(value: object, valid: Sequence[str], where: str, what: str) -> str:
+    if not isinstance(value, str):
+        raise ProfileError(f"{where}: {json_type(value)}; expected a string, one of {', '.join(valid)}")
+    if value not in valid:
+        raise ProfileError(f"{where}: unknown {what} {_short(value)}; valid: {', '.join(valid)}")
+    return value
+
+
+def _strings(value: object, where: str) -> list[str]:
+    if not isinstance(value, list):
+        raise ProfileError(f"{where}: {json_type(value)}; expected a list of strings")
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise ProfileError(f"{where}[{i}]: {json_type(item)}; expected a string")
+    return list(value)
+
+
+def _int(value: object, where: str, low: int, high: int) -> int:
+    # bool is an int in Python but `true` is not a number in JSON.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProfileError(f"{where}: {json_type(value)}; expected an integer from {low} to {high}")
+    if not low <= value <= high:
+        shown = str(value) if abs(value) < 10**30 else f"a {len(str(abs(value)))}-digit number"
+        raise ProfileError(f"{where}: {shown} is out of range; expected an integer from {low} to {high}")
+    return value
+
+
+def _opt_int(value: object, where: str, low: int, high: int) -> int | None:
+    return None if value is None else _int(value, where, low, high)
+
+
+def _opt_str(value: object, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ProfileError(f"{where}: {json_type(value)}; expected a string")
+    if len(value) > MAX_STRING_LENGTH or "\x00" in value:
+        raise ProfileError(f"{where}: longer than {MAX_STRING_LENGTH} characters or holds a NUL byte")
+    return value
+
+
+def json_type(value: object) -> str:
+    """What a decoded JSON/YAML value is, with its article, for messages ("a list", "an object")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "a number"
+    if isinstance(value, float):
+        return "a fractional number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+def _short(value: str) -> str:
+    return repr(value if len(value) <= 40 else value[:40] + "...")
+
+
+def _unique(items: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Writing
+
+
+def to_dict(profile: Profile) -> dict[str, Any]:
+    """The OCI JSON object, keys in the order runtimes document them. Never `archMap`."""
+    out: dict[str, Any] = {"defaultAction": profile.default_action}
+    if profile.default_errno_ret is not None:
+        out["defaultErrnoRet"] = profile.default_errno_ret
+    out["architectures"] = list(profile.architectures)
+    if profile.flags:
+        out["flags"] = list(profile.flags)
+    if profile.listener_path is not None:
+        out["listenerPath"] = profile.listener_path
+    if profile.listener_metadata is not None:
+        out["listenerMetadata"] = profile.listener_metadata
+    out["syscalls"] = [rule_to_dict(r) for r in profile.syscalls]
+    return out
+
+
+def rule_to_dict(rule: Rule) -> dict[str, Any]:
+    out: dict[str, Any] = {"names": list(rule.names), "action": rule.action}
+    if rule.errno_ret is not None:
+        out["errnoRet"] = rule.errno_ret
+    if rule.args:
+        out["args"] = [
+            {"index": a.index, "value": a.value, "valueTwo": a.value_two, "op": a.op} for a in rule.args
+        ]
+    return out
+
+
+def dumps(profile: Profile) -> str:
+    return json.dumps(to_dict(profile), indent=2) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Semantics: what a profile does with one syscall name
+
+
+@dataclass(frozen=True, slots=True)
+class _Frag:
+    """One rule as it applies to one name."""
+
+    action: str
+    errno_ret: int | None
+    args: tuple[Arg, ...]
+
+    @property
+    def allows(self) -> bool:
+        return self.action in ALLOWING
+
+
+@dataclass(slots=True)
+class _Index:
+    profile: Profile
+    frags: dict[str, list[_Frag]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, profile: Profile) -> _Index:
+        index = cls(profile)
+        for rule in profile.syscalls:
+            frag = _Frag(rule.action, rule.errno_ret, rule.args)
+            for name in rule.names:
+                index.frags.setdefault(name, []).append(frag)
+        return index
+
+    def get(self, name: str) -> list[_Frag]:
+        return self.frags.get(name, [])
+
+    def always_allows(self, name: str) -> bool:
+        frags = self.get(name)
+        unconditional = [f for f in frags if not f.args]
+        if unconditional:
+            return unconditional[0].allows
+        return self.profile.allows_by_default and all(f.allows for f in frags)
+
+    def ever_allows(self, name: str) -> bool:
+        frags = self.get(name)
+        unconditional = [f for f in frags if not f.args]
+        if unconditional:
+            return unconditional[0].allows
+        # A conditional block still leaves the other argument values to the default action.
+        return self.profile.allows_by_default or any(f.allows for f in frags)
+
+
+# libseccomp semantics, measured: the first unconditional rule of a syscall decides, later conflicting
+# ones and all conditional ones are ignored; without one, conditional rules apply and the rest of the
+# calls get the default action.
+
+
+def _normal_action(action: str, errno_ret: int | None) -> tuple[str, int | None]:
+    if action == "SCMP_ACT_KILL":
+        action = "SCMP_ACT_KILL_THREAD"
+    if action in (ACT_ERRNO, "SCMP_ACT_TRACE") and errno_ret is None:
+        errno_ret = DEFAULT_ERRNO
+    if action not in (ACT_ERRNO, "SCMP_ACT_TRACE"):
+        errno_ret = None
+    return action, errno_ret
+
+
+def _describe_default(p: Profile) -> str:
+    action, errno = _normal_action(p.default_action, p.default_errno_ret)
+    return action if errno is None else f"{action} (errno {errno})"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Merge with an input profile (the hook's `if:`)
+
+
+def merge_input(base: Profile, recorded: Profile) -> Merged:
+    """Extend `base` with what `recorded` allows, keeping every rule of `base` as it is.
+
+    A syscall that `base` names in any rule keeps that rule: blocked stays blocked, conditional stays
+    conditional. Recorded syscalls that `base` does not name are added in one SCMP_ACT_ALLOW rule.
+    When `base`'s default action already allows everything, the result is `base` and a warning.
+    """
+    warnings: list[str] = []
+    if base.allows_by_default:
+        warnings.append(
+            f"the input profile's defaultAction {base.default_action} allows every syscall it does not "
+            "block, so the recorded syscalls add nothing; use SCMP_ACT_ERRNO to make an allow-list"
+        )
+        return Merged(base, warnings)
+    index = _Index.of(base)
+    recorded_names = sorted(_Index.of(recorded).frags)
+    add = [n for n in recorded_names if n not in index.frags]
+    kept = [n for n in recorded_names if n in index.frags and not index.always_allows(n)]
+    if kept:
+        warnings.append(
+            "recorded syscalls the input profile blocks or allows only for some arguments, left as "
+            "the input says: " + ", ".join(kept)
+        )
+    rules = base.syscalls + ((Rule(tuple(add), ACT_ALLOW),) if add else ())
+    arches = _unique(base.architectures + recorded.architectures)
+    return Merged(replace(base, syscalls=rules, architectures=arches), warnings)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Union of several profiles
+
+
+def union(profiles: Sequence[Profile]) -> Merged:
+    """A profile that allows what any of `profiles` allows (they must share their default action)."""
+    if not profiles:
+        raise ProfileError("no profiles to merge")
+    first = profiles[0]
+    want = _normal_action(first.default_action, first.default_errno_ret)
+    for i, p in enumerate(profiles[1:], start=2):
+        if _normal_action(p.default_action, p.default_errno_ret) != want:
+            raise ProfileError(
+                f"profile {i} has defaultAction {_describe_default(p)} but profile 1 has "
+                f"{_describe_default(first)}; merge only profiles with the same default action"
+            )
+    listeners = {(p.listener_path, p.listener_metadata) for p in profiles if p.listener_path is not None}
+    if len(listeners) > 1:
+        raise ProfileError("the profiles name different listenerPath/listenerMetadata; merge them by hand")
+    indexes = [_Index.of(p) for p in profiles]
+    names: dict[str, None] = {}
+    for index in indexes:
+        names.update(dict.fromkeys(index.frags))
+    warnings: list[str] = []
+    if first.allows_by_default:
+        allowed, groups = _union_allow_default(indexes, names, warnings)
+    else:
+        allowed, groups = _union_deny_default(indexes, names, warnings)
+    rules: list[Rule] = []
+    if allowed:
+        rules.append(Rule(tuple(sorted(allowed)), ACT_ALLOW))
+    for frag, group in groups.items():
+        rules.append(Rule(tuple(sorted(group)), frag.action, frag.errno_ret, frag.args))
+    errno = next((p.default_errno_ret for p in profiles if p.default_errno_ret is not None), None)
+    listener = next(iter(listeners), (None, None))
+    merged = Profile(
+        default_action=first.default_action,
+        default_errno_ret=errno,
+        architectures=_unique(a for p in profiles for a in p.architectures),
+        flags=_unique(f for p in profiles for f in p.flags),
+        listener_path=listener[0],
+        listener_metadata=listener[1],
+        syscalls=tuple(rules),
+    )
+    return Merged(merged, warnings)
+
+
+def _union_deny_default(
+    indexes: Sequence[_Index], names: Iterable[str], warnings: list[str]
+) -> tuple[set[str], dict[_Frag, list[str]]]:
+    allowed: set[str] = set()
+    groups: dict[_Frag, list[str]] = {}
+    differing: list[str] = []
+    for name in names:
+        if any(ix.always_allows(name) for ix in indexes):
+            allowed.add(name)
+            continue
+        # Conditional allows add up: each one lets more calls through.
+        kept: dict[_Frag, None] = {}
+        for ix in indexes:
+            kept.update((f, None) for f in ix.get(name) if f.allows)
+        # How a call is denied (errno, kill, log...) comes from the first profile that says so.
+        denials = [tuple(f for f in ix.get(name) if not f.allows) for ix in indexes]
+        chosen = next((d for d in denials if d), ())
+        if any(d and d != chosen for d in denials):
+            differing.append(name)
+        if kept:
+            # libseccomp lets an unconditional rule override every conditional rule of the syscall.
+            chosen = tuple(f for f in chosen if f.args)
+        kept.update((f, None) for f in chosen)
+        for frag in kept:
+            groups.setdefault(frag, []).append(name)
+    if differing:
+        warnings.append(
+            "profiles deny these syscalls in different ways; the first profile's rule is kept: "
+            + ", ".join(sorted(differing))
+        )
+    return allowed, groups
+
+
+def _union_allow_default(
+    indexes: Sequence[_Index], names: Iterable[str], warnings: list[str]
+) -> tuple[set[str], dict[_Frag, list[str]]]:
+    groups: dict[_Frag, list[str]] = {}
+    widened: list[str] = []
+    for name in names:
+        per = [tuple(ix.get(name)) for ix in indexes]
+        # One profile letting the syscall fall through to its allowing default is enough to allow it.
+        if any(not frags or ix.always_allows(name) for frags, ix in zip(per, indexes, strict=True)):
+            continue
+        if any(frags != per[0] for frags in per):
+            widened.append(name)
+            continue
+        for frag in dict.fromkeys(per[0]):
+            groups.setdefault(frag, []).append(name)
+    if widened:
+        warnings.append(
+            "profiles restrict these syscalls in different ways, so the union allows them: "
+            + ", ".join(sorted(widened))
+        )
+    return set(), groups
+
+
+# ---------------------------------------------------------------------------------------------------
+# Coverage: does A allow everything the others allow?
+
+
+def coverage(a: Profile, others: Sequence[Profile]) -> Coverage:
+    ia = _Index.of(a)
+    missing: set[str] = set()
+    arches: dict[str, None] = {}
+    default: list[str] = []
+    for number, b in enumerate(others, start=2):
+        ib = _Index.of(b)
+        if b.allows_by_default and not a.allows_by_default:
+            default.append(
+                f"profile {number} allows every syscall it does not name (defaultAction "
+                f"{b.default_action}); the first profile denies them ({_describe_default(a)})"
+            )
+        candidates = set(ib.frags)
+        if b.allows_by_default:
+            candidates |= set(ia.frags)
+        for name in candidates:
+            if ib.ever_allows(name) and not _covers(ia, ib, name):
+                missing.add(name)
+        if a.architectures:
+            arches.update((x, None) for x in b.architectures if x not in a.architectures)
+    return Coverage(names=tuple(sorted(missing)), architectures=tuple(arches), default=tuple(default))
+
+
+def _covers(ia: _Index, ib: _Index, name: str) -> bool:
+    if ia.always_allows(name):
+        return True
+    if ib.always_allows(name):
+        return False
+    # B allows only some argument values. A covers them when it has the same conditional allows and
+    # nothing that denies the call outright.
+    a_frags = ia.get(name)
+    if any(not f.args and not f.allows for f in a_frags):
+        return False
+    if ib.profile.allows_by_default:
+        # B blocks some argument values and lets the rest through; A covers it when it lets the rest
+        # through too and blocks no more than B does.
+        a_blocks = {f for f in a_frags if not f.allows}
+        b_blocks = {f for f in ib.get(name) if not f.allows}
+        return ia.profile.allows_by_default and a_blocks <= b_blocks
+    return {f for f in ib.get(name) if f.allows} <= set(a_frags)
