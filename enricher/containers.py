@@ -1,0 +1,492 @@
+"""Host pid -> container -> pod, from the node itself (/proc and the runtimes' state directories).
+
+`ContainerResolver.lookup(pid)` reads /proc/<pid>/stat (the start time, so that a reused pid is never
+taken for the process that had it before) and /proc/<pid>/cgroup (which container: see cgroup.py), then
+finds the container's annotations in the state directory of whichever runtime made it (see
+runtimestate.py). No API server is needed; an optional `PodLabelSource` (kube.py) adds pod labels.
+
+Everything below a state directory is opened one component at a time with O_NOFOLLOW, so an id or a
+link planted in a container-writable place cannot make the resolver read outside the directory, and
+every file is read up to a size cap (a FIFO, device or huge file is refused, never waited on).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from syscribe.enricher import runtimestate
+from syscribe.enricher.cgroup import CONTAINER_ID, POD_UID, ContainerRef, parse_proc_cgroup
+
+if TYPE_CHECKING:
+    from syscribe.enricher.kube import PodLabelSource
+
+# Where the runtimes keep what they know about each container, richest first: containers/storage
+# (CRI-O, podman: the bundle's config.json), containerd's task bundles (one folder per namespace),
+# docker's containers, then the OCI runtimes' own roots (CRI-O's runc and crun use /run/runc and
+# /run/crun; containerd's and docker's runc roots have a namespace level).
+DEFAULT_STATE_DIRS: tuple[Path, ...] = (
+    Path("/run/containers/storage"),
+    Path("/var/lib/containers/storage"),
+    Path("/run/containerd/io.containerd.runtime.v2.task"),
+    Path("/var/lib/docker/containers"),
+    Path("/run/runc"),
+    Path("/run/crun"),
+    Path("/run/containerd/runc"),
+    Path("/run/docker/runtime-runc"),
+)
+
+STORAGE_DRIVERS = ("overlay", "vfs", "btrfs", "zfs")
+MAX_JSON = 8 * 1024 * 1024  # a bundle config with a big seccomp profile is ~100 KiB
+MAX_NAMES_FILE = 32 * 1024 * 1024  # containers.json: ~1 KiB per container
+MAX_PROC_FILE = 64 * 1024
+MAX_NAMESPACES = 256  # entries looked at when a state directory has a namespace level
+PID_MAX = 4 * 1024 * 1024  # PID_MAX_LIMIT on 64-bit kernels
+HISTORY_PER_PID = 4
+# A record's time and a process's start time come from different clocks (the record's is wall time,
+# the start time is counted from boot, and /proc/stat's btime has whole seconds): only a process that
+# started this much later than a record is known not to be the one that wrote it.
+START_SLACK = 2.0
+
+# What a runtime's own process is called while it sets a container up, before the workload's exec.
+RUNTIME_COMMS = frozenset({"runc", "runc:[0:PARENT]", "runc:[1:CHILD]", "runc:[2:INIT]", "crun", "youki"})
+_PROC_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerInfo:
+    container_id: str | None
+    # Who made the container: the manager its cgroup names (cri-o, containerd, docker, podman), else
+    # the one its annotations name, else the OCI runtime whose state dir holds it (runc, crun).
+    runtime: str | None
+    container_name: str | None
+    pod: str | None
+    namespace: str | None
+    pod_uid: str | None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    info: ContainerInfo | None  # None: not a container (a host process) or unknown
+    settled: bool  # False: still being set up, or its bundle is not readable yet: ask again later
+
+
+@dataclass(slots=True)
+class ResolverStats:
+    lookups: int = 0
+    cache_hits: int = 0
+    gone: int = 0  # the process had exited: answered from what was known
+    unsettled: int = 0
+    bundles_read: int = 0
+    bundles_missing: int = 0  # a container whose state was not (yet) found in any state dir
+
+
+# --- pure helpers ------------------------------------------------------------------------------------
+
+
+def parse_stat(data: bytes) -> tuple[str, int] | None:
+    """(comm, start time in clock ticks since boot) from /proc/<pid>/stat."""
+    # comm is in parentheses and may itself hold spaces and ')': the last ')' ends it.
+    open_at, close_at = data.find(b"("), data.rfind(b")")
+    if open_at < 0 or close_at < open_at:
+        return None
+    fields = data[close_at + 1 :].split()
+    # fields[0] is field 3 (state); starttime is field 22.
+    if len(fields) < 20 or not fields[19].isdigit():
+        return None
+    comm = data[open_at + 1 : close_at].decode("utf-8", "replace")
+    return comm, int(fields[19])
+
+
+def parse_btime(data: bytes) -> int | None:
+    """The boot time (seconds since the epoch) from /proc/stat."""
+    for line in data.splitlines():
+        if line.startswith(b"btime "):
+            value = line[6:].strip()
+            return int(value) if value.isdigit() else None
+    return None
+
+
+# --- bounded, no-follow reads ---------------------------------------------------------------------------
+
+
+def read_bounded(base: Path, parts: Sequence[str], cap: int) -> bytes | None:
+    """The bytes of base/parts[0]/.../parts[-1], or None if it is missing, not a regular file, reached
+    through a symlink below `base`, or larger than `cap`. `base` itself is the operator's choice and
+    may be a link (a DaemonSet mounts the host's /run somewhere)."""
+    if not parts:
+        return None
+    try:
+        fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        for part in parts[:-1]:
+            try:
+                next_fd = os.open(
+                    part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
+                )
+            except OSError:
+                return None
+            os.close(fd)
+            fd = next_fd
+        try:
+            leaf = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+        except OSError:
+            return None
+        try:
+            info = os.fstat(leaf)
+            if not stat.S_ISREG(info.st_mode) or info.st_size > cap:
+                return None
+            chunks: list[bytes] = []
+            total = 0
+            while total <= cap:  # /proc files report size 0: the cap is enforced while reading
+                chunk = os.read(leaf, min(65536, cap + 1 - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+            return None if total > cap else b"".join(chunks)
+        except OSError:
+            return None
+        finally:
+            os.close(leaf)
+    finally:
+        os.close(fd)
+
+
+def _is_dir(base: Path, parts: Sequence[str]) -> bool:
+    try:
+        fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        for part in parts:
+            next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = next_fd
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _subdirs(base: Path) -> list[str]:
+    """Names of the (non-link) folders of `base` that could be a namespace level, bounded."""
+    names: list[str] = []
+    try:
+        with os.scandir(base) as entries:
+            for count, entry in enumerate(entries):
+                if count >= MAX_NAMESPACES:
+                    break
+                if (
+                    _SAFE_NAME.fullmatch(entry.name)
+                    and not CONTAINER_ID.fullmatch(entry.name)
+                    and entry.is_dir(follow_symlinks=False)
+                ):
+                    names.append(entry.name)
+    except OSError:
+        pass
+    return sorted(names)
+
+
+# --- the resolver ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    facts: runtimestate.BundleFacts
+    layout: str  # runtime that the state dir's layout shows ("runc", "crun", "containerd", ...)
+    storage: tuple[Path, str] | None = None  # containers/storage root and driver, for names and sandboxes
+
+
+class ContainerResolver:
+    """pid -> Lookup, cached by (pid, process start time) and by container id. Thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        proc: Path = Path("/proc"),
+        state_dirs: Sequence[Path] | None = None,
+        api: PodLabelSource | None = None,
+        cache_size: int = 4096,
+    ) -> None:
+        self.proc = proc
+        self.state_dirs = tuple(DEFAULT_STATE_DIRS if state_dirs is None else state_dirs)
+        self.api = api
+        self.cache_size = max(1, cache_size)
+        self.stats = ResolverStats()
+        self._lock = threading.Lock()
+        # pid -> newest first [(start ticks, lookup)]: also what a gone process is answered from
+        self._procs: OrderedDict[int, list[tuple[int, Lookup]]] = OrderedDict()
+        self._containers: OrderedDict[str, ContainerInfo] = OrderedDict()
+        self._names: dict[Path, tuple[tuple[int, int], dict[str, str]]] = {}
+        # /proc/stat has a line per CPU: larger than the per-process files on big machines.
+        btime_data = read_bounded(proc, ["stat"], 16 * MAX_PROC_FILE)
+        self._btime = parse_btime(btime_data) if btime_data is not None else None
+        self._ticks = os.sysconf("SC_CLK_TCK")
+
+    # public ---------------------------------------------------------------------------------------------
+
+    def lookup(self, pid: int, at: float | None = None) -> Lookup:
+        """What container (and pod) host process `pid` is in.
+
+        `at` (seconds since the epoch, e.g. the audit record's time) lets a record that outlived its
+        process be told from the pid's next owner: a process that started after `at` did not write it.
+        """
+        with self._lock:
+            self.stats.lookups += 1
+        if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= PID_MAX:
+            return Lookup(None, True)
+        first = self._stat(pid)
+        if first is None:
+            return self._gone(pid, at)
+        comm, start = first
+        if at is not None and self._started_after(start, at):
+            return self._gone(pid, at)
+        with self._lock:
+            known = self._find(pid, start)
+            if known is not None and known.settled:
+                self.stats.cache_hits += 1
+                self._procs.move_to_end(pid)
+        if known is not None and known.settled:
+            return self._with_pod(known)
+        cgroup = self._read_proc(pid, "cgroup")
+        again = self._stat(pid)
+        if cgroup is None or again is None or again[1] != start:
+            # Exited (or exited and the pid was taken) while we read: what we read may be another's.
+            return self._gone(pid, at)
+        result = self._resolve(parse_proc_cgroup(cgroup), comm)
+        self._remember(pid, start, result)
+        if not result.settled:
+            with self._lock:
+                self.stats.unsettled += 1
+            return result
+        return self._with_pod(result)
+
+    def container(self, container_id: str, runtime: str | None = None) -> ContainerInfo | None:
+        """The container's info from the state dirs (cached), or None if no state dir knows it yet."""
+        if not isinstance(container_id, str) or not CONTAINER_ID.fullmatch(container_id):
+            return None
+        with self._lock:
+            info = self._containers.get(container_id)
+            if info is not None:
+                self._containers.move_to_end(container_id)
+                return info
+        found = self._find_state(container_id)
+        if found is None:
+            with self._lock:
+                self.stats.bundles_missing += 1
+            return None
+        info = self._info(container_id, runtime, found)
+        with self._lock:
+            self.stats.bundles_read += 1
+            self._containers[container_id] = info
+            while len(self._containers) > self.cache_size:
+                self._containers.popitem(last=False)
+        return info
+
+    # /proc ------------------------------------------------------------------------------------------------
+
+    def _stat(self, pid: int) -> tuple[str, int] | None:
+        data = self._read_proc(pid, "stat")
+        return parse_stat(data) if data is not None else None
+
+    def _read_proc(self, pid: int, name: str) -> bytes | None:
+        """/proc/<pid>/<name>, bounded. The path is built from an int and a constant, so the one open
+        needs no walk (this is on every lookup's path, cached or not)."""
+        try:
+            fd = os.open(f"{self.proc}/{pid}/{name}", _PROC_FLAGS)
+        except OSError:
+            return None
+        try:
+            data = os.read(fd, MAX_PROC_FILE + 1)
+            while data and len(data) <= MAX_PROC_FILE:
+                more = os.read(fd, MAX_PROC_FILE + 1 - len(data))
+                if not more:
+                    break
+                data += more
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        return data if len(data) <= MAX_PROC_FILE else None
+
+    def _start_epoch(self, start_ticks: int) -> float | None:
+        if self._btime is None or self._ticks <= 0:
+            return None
+        return self._btime + start_ticks / self._ticks
+
+    def _started_after(self, start_ticks: int, at: float) -> bool:
+        started = self._start_epoch(start_ticks)
+        return started is not None and started > at + START_SLACK
+
+    # caches -----------------------------------------------------------------------------------------------
+
+    def _find(self, pid: int, start: int) -> Lookup | None:
+        for known_start, result in self._procs.get(pid, ()):
+            if known_start == start:
+                return result
+        return None
+
+    def _remember(self, pid: int, start: int, result: Lookup) -> None:
+        with self._lock:
+            history = [entry for entry in self._procs.get(pid, ()) if entry[0] != start]
+            self._procs[pid] = [(start, result), *history][:HISTORY_PER_PID]
+            self._procs.move_to_end(pid)
+            while len(self._procs) > self.cache_size:
+                self._procs.popitem(last=False)
+
+    def _gone(self, pid: int, at: float | None) -> Lookup:
+        """The process is no longer there (or the pid is someone else's now): what was known of it."""
+        with self._lock:
+            self.stats.gone += 1
+            history = list(self._procs.get(pid, ()))
+        for start, result in history:  # newest first
+            if at is not None and self._started_after(start, at):
+                continue
+            # Settled whatever the API says: nothing more will ever be learnt about a gone process.
+            return Lookup(self._with_pod(Lookup(result.info, True)).info, True)
+        return Lookup(None, True)
+
+    # resolution -------------------------------------------------------------------------------------------
+
+    def _resolve(self, ref: ContainerRef | None, comm: str) -> Lookup:
+        if ref is None or (ref.container_id is None and not ref.monitor):
+            if comm in RUNTIME_COMMS:
+                # A runtime's init before it moved itself into the container's cgroup.
+                return Lookup(None, False)
+            if ref is not None and ref.pod_uid is not None:
+                return Lookup(ContainerInfo(None, None, None, None, None, ref.pod_uid), True)
+            return Lookup(None, True)
+        if ref.container_id is None:
+            return Lookup(None, True)  # the runtime's monitor (conmon): a host process beside the container
+        info = self.container(ref.container_id, ref.runtime)
+        if info is None:
+            partial = ContainerInfo(ref.container_id, ref.runtime, None, None, None, ref.pod_uid)
+            return Lookup(partial, False)
+        if info.pod_uid is None and ref.pod_uid is not None:
+            info = replace(info, pod_uid=ref.pod_uid)
+        return Lookup(info, True)
+
+    def _with_pod(self, result: Lookup) -> Lookup:
+        """Add the API's labels (and names the bundle lacked); unsettled while the API has not seen
+        the pod yet, so that the pipeline asks again within its backlog window."""
+        info = result.info
+        if self.api is None or info is None or info.pod_uid is None:
+            return result
+        meta = self.api.pod(info.pod_uid)
+        if meta is None:
+            return Lookup(info, False) if result.settled and self.api.synced() else result
+        merged = replace(
+            info,
+            pod=info.pod or meta.name,
+            namespace=info.namespace or meta.namespace,
+            labels={**info.labels, **meta.labels},
+        )
+        return Lookup(merged, result.settled)
+
+    def _info(self, container_id: str, cgroup_runtime: str | None, found: _Found) -> ContainerInfo:
+        facts = runtimestate.pod_facts(found.facts.annotations)
+        runtime = cgroup_runtime or facts.manager or found.layout
+        name = facts.container_name or found.facts.name
+        labels: dict[str, str] = {}
+        if found.storage is not None:
+            root, driver = found.storage
+            if name is None:
+                name = self._storage_name(root, driver, container_id)
+            sandbox_id = found.facts.annotations.get(runtimestate.CRIO_SANDBOX_ID)
+            if facts.sandbox:
+                labels = runtimestate.pod_labels(found.facts.annotations)
+            elif sandbox_id is not None and CONTAINER_ID.fullmatch(sandbox_id):
+                sandbox = read_bounded(
+                    root, [f"{driver}-containers", sandbox_id, "userdata", "config.json"], MAX_JSON
+                )
+                sandbox_facts = runtimestate.oci_config(sandbox) if sandbox is not None else None
+                if sandbox_facts is not None:
+                    labels = runtimestate.pod_labels(sandbox_facts.annotations)
+        pod_uid = facts.pod_uid if facts.pod_uid is not None and POD_UID.fullmatch(facts.pod_uid) else None
+        return ContainerInfo(
+            container_id=container_id,
+            runtime=runtime,
+            container_name=name,
+            pod=facts.pod,
+            namespace=facts.namespace,
+            pod_uid=pod_uid,
+            labels=labels,
+        )
+
+    def _storage_name(self, root: Path, driver: str, container_id: str) -> str | None:
+        """podman's name for a container, from containers/storage's containers.json (re-read on change)."""
+        path = root / f"{driver}-containers" / "containers.json"
+        try:
+            info = path.lstat()
+        except OSError:
+            return None
+        key = (info.st_mtime_ns, info.st_size)
+        with self._lock:
+            cached = self._names.get(path)
+        if cached is None or cached[0] != key:
+            data = read_bounded(root, [f"{driver}-containers", "containers.json"], MAX_NAMES_FILE)
+            names = runtimestate.storage_names(data) if data is not None else {}
+            with self._lock:
+                self._names[path] = (key, names)
+        else:
+            names = cached[1]
+        return names.get(container_id)
+
+    def _find_state(self, container_id: str) -> _Found | None:
+        for base in self.state_dirs:
+            drivers = [driver for driver in STORAGE_DRIVERS if _is_dir(base, [f"{driver}-containers"])]
+            for driver in drivers:
+                data = read_bounded(
+                    base, [f"{driver}-containers", container_id, "userdata", "config.json"], MAX_JSON
+                )
+                facts = runtimestate.oci_config(data) if data is not None else None
+                if facts is not None:
+                    return _Found(facts, "cri-o", (base, driver))
+            if drivers:
+                continue  # a containers/storage root has no other layout below it
+            found = self._probe(base, [], container_id)
+            if found is not None:
+                return found
+            if not _is_dir(base, [container_id]):
+                for namespace in _subdirs(base):
+                    found = self._probe(base, [namespace], container_id)
+                    if found is not None:
+                        if namespace == "moby" and found.layout == "containerd":
+                            return replace(found, layout="docker")
+                        return found
+        return None
+
+    def _probe(self, base: Path, prefix: list[str], container_id: str) -> _Found | None:
+        """The per-container folder layouts: runc's state.json, crun's status (with its copy of the
+        config), docker's config.v2.json, an OCI bundle's config.json (containerd's task folders)."""
+        folder = [*prefix, container_id]
+        data = read_bounded(base, [*folder, "state.json"], MAX_JSON)
+        if data is not None and (facts := runtimestate.runc_state(data)) is not None:
+            return _Found(facts, "runc")
+        status = read_bounded(base, [*folder, "status"], MAX_PROC_FILE)
+        if status is not None and runtimestate.crun_status(status) is not None:
+            data = read_bounded(base, [*folder, "config.json"], MAX_JSON)
+            facts = runtimestate.oci_config(data) if data is not None else None
+            if facts is not None:
+                return _Found(facts, "crun")
+            return None  # crun writes status before its config copy: not there yet
+        data = read_bounded(base, [*folder, "config.v2.json"], MAX_JSON)
+        if data is not None and (facts := runtimestate.docker_config(data)) is not None:
+            return _Found(facts, "docker")
+        data = read_bounded(base, [*folder, "config.json"], MAX_JSON)
+        if data is not None and (facts := runtimestate.oci_config(data)) is not None:
+            return _Found(facts, "containerd")
+        return None
