@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
-from syscribe import runtimes
 from syscribe import arch as archmod
+from syscribe import runtimes
 from syscribe.arch import Arch
 
 ACT_ALLOW = "SCMP_ACT_ALLOW"

@@ -8,7 +8,7 @@ from typing import NoReturn
 
 import click
 
-from syscribe import fsutil
+from syscribe import fsutil, runtimes
 from syscribe import profile as prof
 from syscribe import seccompprofile as spo
 from syscribe.profile import Profile, ProfileError
@@ -103,9 +103,19 @@ def check_name(name: str | None, fmt: str, code: int) -> None:
     help="Output format (default: the first profile's).",
 )
 @click.option("--name", help="metadata.name of a SeccompProfile output (default: the first profile's).")
+@click.option(
+    "--for-runtime",
+    type=click.Choice(sorted(runtimes.AFTER_FILTER)),
+    help="Also allow what this runtime itself calls after loading the filter (see docs/profile-format.md).",
+)
 @click.argument("profiles", nargs=-1, metavar="A [B...]")
 def merge(
-    output: str | None, check: bool, fmt: str | None, name: str | None, profiles: Sequence[str]
+    output: str | None,
+    check: bool,
+    fmt: str | None,
+    name: str | None,
+    for_runtime: str | None,
+    profiles: Sequence[str],
 ) -> None:
     """Union of profiles: allows what any of them allows. With --check, is A a superset of B...?
 
@@ -116,8 +126,8 @@ def merge(
     if check:
         if len(profiles) < 2:
             fail("--check compares the first profile with the others; give at least two", EXIT_ERROR)
-        if output is not None or fmt is not None or name is not None:
-            fail("--check only reports; it takes no -o, --format or --name", EXIT_ERROR)
+        if output is not None or fmt is not None or name is not None or for_runtime is not None:
+            fail("--check only reports; it takes no -o, --format, --name or --for-runtime", EXIT_ERROR)
     loaded = [load_or_fail(p, EXIT_ERROR) for p in profiles]
     if check:
         cover = prof.coverage(loaded[0].profile, [x.profile for x in loaded[1:]])
@@ -133,7 +143,8 @@ def merge(
     check_output(output, EXIT_ERROR)
     try:
         merged = prof.union([x.profile for x in loaded])
-        text = render(merged.profile, fmt, name or loaded[0].name or spo.name_for(output or profiles[0]))
+        result = merged.profile if for_runtime is None else prof.for_runtime(merged.profile, for_runtime)
+        text = render(result, fmt, name or loaded[0].name or spo.name_for(output or profiles[0]))
     except ProfileError as exc:
         fail(str(exc), EXIT_ERROR)
     for message in merged.warnings:

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import click
 
 from syscribe import profile as prof
+from syscribe import runtimes, syscalls
 from syscribe import seccompprofile as spo
-from syscribe import syscalls
 from syscribe.commands.profiles import check_name, check_output, emit, fail, render, warn
 from syscribe.commands.run import EXIT_CANNOT_RUN, EXIT_NOT_FOUND, EXIT_OWN
 from syscribe.profile import ProfileError
@@ -43,8 +43,21 @@ def summary(named: NamedSyscalls, seconds: float, backend: str, command: str, st
 @click.option("--format", "fmt", type=click.Choice(spo.FORMATS), default="oci", show_default=True)
 @click.option("--name", help="metadata.name of the SeccompProfile (default: from the command's name).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option(
+    "--for-runtime",
+    type=click.Choice(sorted(runtimes.AFTER_FILTER)),
+    help="Also allow what this runtime itself calls after loading the filter, so that the profile can "
+    "be enforced in a container it starts (CMD was recorded outside any runtime).",
+)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS...]")
-def record(output: str | None, fmt: str, name: str | None, backend: str, command: Sequence[str]) -> None:
+def record(
+    output: str | None,
+    fmt: str,
+    name: str | None,
+    backend: str,
+    for_runtime: str | None,
+    command: Sequence[str],
+) -> None:
     """Run CMD, record every syscall it and its children make, and write the profile; exit with CMD's
     status."""
     if not command:
@@ -75,6 +88,8 @@ def record(output: str | None, fmt: str, name: str | None, backend: str, command
         warn(message)
     try:
         profile = prof.from_names(named.names, native)
+        if for_runtime is not None:
+            profile = prof.for_runtime(profile, for_runtime)
         text = render(profile, fmt, name or spo.name_for(command[0]))
     except ProfileError as exc:
         fail(f"{exc}; nothing written (the command exited with status {result.exit_status})", EXIT_OWN)

@@ -1,0 +1,3 @@
+from syscribe.cli import main
+
+main()
