@@ -37,12 +37,12 @@ mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug ||
 # kernel's headers; on another kernel, point at the newest installed ones (the bcc backend reads no
 # kernel struct, so mismatched offsets cannot skew what it records).
 kdir="/lib/modules/$(uname -r)"
-if [ ! -e "$kdir/build" ]; then
+if [ ! -e "$kdir/build" ] || [ ! -e "$kdir/source/include/linux/kconfig.h" ]; then
   hdr=$(ls -d /usr/src/linux-headers-*-amd64 /usr/src/linux-headers-*-arm64 2>/dev/null | sort -V | tail -n1 || true)
   if [ -n "$hdr" ]; then
     mkdir -p "$kdir"
     ln -sfn "$hdr" "$kdir/build"
-    ln -sfn "$hdr" "$kdir/source"
+    ln -sfn "${hdr%-*}-common" "$kdir/source"  # Debian: arch headers in build, common ones in source
   fi
 fi
 
