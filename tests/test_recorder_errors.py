@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from syscribe.recorder import open_tracer
-from syscribe.recorder.base import RecorderError
-from syscribe.recorder.workload import (
+from syscribe.command import (
+    CommandError,
     CommandNotExecutableError,
     CommandNotFoundError,
-    record_command,
     resolve_command,
-    run_traced,
 )
+from syscribe.recorder import open_tracer
+from syscribe.recorder.base import RecorderError
+from syscribe.recorder.workload import record_command, run_traced
 from tests.support.prereq import require
 
 
@@ -47,7 +47,7 @@ class TestCommand:
             record_command(["syscribe-no-such-command-xyz"], backend="nope")
 
     def test_empty_argv(self) -> None:
-        with pytest.raises(RecorderError) as info:
+        with pytest.raises(CommandError) as info:
             record_command([])
         assert "no command" in one_line(info.value) and "--" in str(info.value)
 
@@ -58,11 +58,11 @@ class TestCommand:
 
     @pytest.mark.parametrize("argv", [["ls\0rm"], ["/bin/busybox", "echo", "a\0b"]])
     def test_nul_bytes(self, argv: list[str]) -> None:
-        with pytest.raises(RecorderError, match="NUL"):
+        with pytest.raises(CommandError, match="NUL"):
             record_command(argv)
 
     def test_not_a_string(self) -> None:
-        with pytest.raises(RecorderError, match="not a string"):
+        with pytest.raises(CommandError, match="not a string"):
             resolve_command(["/bin/busybox", b"x"], {})  # type: ignore[list-item]
 
     def test_directory(self, tmp_path: Path) -> None:
@@ -133,12 +133,13 @@ def test_no_btf_and_no_bcc_names_both_remedies(monkeypatch: pytest.MonkeyPatch, 
 NOT_ROOT_SCRIPT = """
 from syscribe.recorder import open_tracer
 from syscribe.recorder.base import RecorderError
-from syscribe.recorder.workload import CommandNotFoundError, record_command
+from syscribe.command import CommandError
+from syscribe.recorder.workload import record_command
 for call in (lambda: open_tracer("auto"), lambda: record_command(["/bin/busybox", "true"], "core"),
              lambda: record_command(["no-such-command-xyz"], "core")):
     try:
         call()
-    except RecorderError as exc:
+    except (RecorderError, CommandError) as exc:
         print(type(exc).__name__, "|", exc)
 """
 

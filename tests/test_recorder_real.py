@@ -19,18 +19,13 @@ from pathlib import Path
 import pytest
 
 from syscribe import arch as archmod
+from syscribe.command import CommandError, CommandNotExecutableError, CommandNotFoundError
 from syscribe.recorder import libbpf, open_tracer
 from syscribe.recorder.base import RecorderError, Target, Tracer
 from syscribe.recorder.bcc import BccTracer
 from syscribe.recorder.core import PROGRAMS, CoreTracer, load_object_bytes
 from syscribe.recorder.names import NamedSyscalls, name_recording
-from syscribe.recorder.workload import (
-    CommandNotExecutableError,
-    CommandNotFoundError,
-    WorkloadResult,
-    record_command,
-    run_traced,
-)
+from syscribe.recorder.workload import WorkloadResult, record_command, run_traced
 from tests.support.prereq import require
 
 pytestmark = pytest.mark.real
@@ -409,10 +404,10 @@ def test_sigterm_reaches_a_workload_handler(tmp_path: Path) -> None:
 class TestExecFailures:
     """Failures that only the child sees, reported over the close-on-exec pipe; nothing is left behind."""
 
-    def run(self, argv: list[str]) -> RecorderError:
+    def run(self, argv: list[str]) -> CommandError:
         need("core")
         before = children_of(os.getpid())
-        with pytest.raises(RecorderError) as info:
+        with pytest.raises(CommandError) as info:
             record_command(argv, "core")
         assert children_of(os.getpid()) == before
         message = str(info.value)

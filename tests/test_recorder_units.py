@@ -15,10 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from syscribe import arch as archmod
+from syscribe.command import shell_status
 from syscribe.recorder import bcc, core
 from syscribe.recorder.base import RecorderError, Recording, Target
 from syscribe.recorder.names import name_recording
-from syscribe.recorder.workload import shell_status
 
 KINDS = core.kinds_for(archmod.X86_64)
 

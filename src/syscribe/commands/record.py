@@ -10,12 +10,13 @@ import click
 from syscribe import profile as prof
 from syscribe import runtimes, syscalls
 from syscribe import seccompprofile as spo
+from syscribe.command import CommandError, CommandNotExecutableError, CommandNotFoundError
 from syscribe.commands.profiles import check_name, check_output, emit, fail, render, warn
 from syscribe.commands.run import EXIT_CANNOT_RUN, EXIT_NOT_FOUND, EXIT_OWN
 from syscribe.profile import ProfileError
 from syscribe.recorder.base import RecorderError
 from syscribe.recorder.names import NamedSyscalls, name_recording
-from syscribe.recorder.workload import CommandNotExecutableError, CommandNotFoundError, record_command
+from syscribe.recorder.workload import record_command
 
 BACKENDS = ("auto", "core", "bcc")
 
@@ -76,6 +77,8 @@ def record(
         fail(f"{exc.command}: command not found", EXIT_NOT_FOUND)
     except CommandNotExecutableError as exc:
         fail(str(exc), EXIT_CANNOT_RUN)
+    except CommandError as exc:
+        fail(str(exc), EXIT_OWN)
     except RecorderError as exc:
         fail(str(exc), EXIT_OWN)
     named = name_recording(result.recording)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import signal
 import sys
 from collections.abc import Sequence
@@ -14,6 +13,13 @@ from typing import NoReturn
 import click
 
 from syscribe import seccomp
+from syscribe.command import (
+    CommandError,
+    CommandNotExecutableError,
+    CommandNotFoundError,
+    resolve_command,
+    shell_status,
+)
 from syscribe.commands.profiles import fail, load_or_fail, warn
 
 # Like podman and env: 125 when syscribe itself fails, 126 when CMD cannot run, 127 when it is missing.
@@ -25,31 +31,16 @@ _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGQUIT)
 _FORWARDED = (signal.SIGTERM, signal.SIGHUP)
 
 
-def shell_status(wait_status: int) -> int:
-    code = os.waitstatus_to_exitcode(wait_status)
-    return 128 - code if code < 0 else code
-
-
-def resolve(command: str) -> str:
-    """The file execve will run, found as a shell finds it; exits 127/126 with one line otherwise."""
-    if not command:
-        fail("'': command not found", EXIT_NOT_FOUND)
-    if "\0" in command:
-        fail("the command holds a NUL byte", EXIT_NOT_FOUND)
-    if "/" in command:
-        if not os.path.exists(command):
-            fail(f"{command}: command not found", EXIT_NOT_FOUND)
-        path = command
-    else:
-        found = shutil.which(command)
-        if found is None:
-            fail(f"{command}: command not found", EXIT_NOT_FOUND)
-        path = found
-    if os.path.isdir(path):
-        fail(f"{command}: is a directory", EXIT_CANNOT_RUN)
-    if not os.access(path, os.X_OK):
-        fail(f"{command}: permission denied (not executable)", EXIT_CANNOT_RUN)
-    return path
+def resolve(argv: Sequence[str]) -> str:
+    """The file execve will run, found as a shell finds it; exits 127/126/125 with one line otherwise."""
+    try:
+        return resolve_command(argv, os.environ)
+    except CommandNotFoundError as exc:
+        fail(f"{exc.command}: command not found", EXIT_NOT_FOUND)
+    except CommandNotExecutableError as exc:
+        fail(f"{exc.command}: {exc.reason}", EXIT_CANNOT_RUN)
+    except CommandError as exc:
+        fail(str(exc), EXIT_OWN)
 
 
 def _child(filt: seccomp.Filter, path: str, argv: Sequence[str], report_w: int) -> NoReturn:
@@ -118,7 +109,7 @@ def run(profile_path: str | None, command: Sequence[str]) -> None:
     try:
         for message in filt.warnings:
             warn(message)
-        path = resolve(command[0])
+        path = resolve(command)
         status, report = run_under(filt, path, command)
     finally:
         filt.release()

@@ -17,13 +17,19 @@ import contextlib
 import ctypes
 import errno
 import os
-import shutil
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from syscribe.command import (
+    CommandError,
+    CommandNotExecutableError,
+    CommandNotFoundError,
+    resolve_command,
+    shell_status,
+)
 from syscribe.recorder.base import RecorderError, Recording, Target, Tracer
 
 CLONE_NEWNS = 0x00020000
@@ -46,22 +52,6 @@ class WorkloadResult:
     exit_status: int
     recording: Recording
     seconds: float
-
-
-class CommandNotFoundError(RecorderError):
-    """The command does not exist (a shell exits 127)."""
-
-    def __init__(self, command: str, detail: str = "") -> None:
-        self.command = command
-        super().__init__(f"command not found: {command}{detail}")
-
-
-class CommandNotExecutableError(RecorderError):
-    """The command exists but cannot be run (a shell exits 126)."""
-
-    def __init__(self, command: str, reason: str) -> None:
-        self.command = command
-        super().__init__(f"cannot run {command}: {reason}")
 
 
 def _libc() -> ctypes.CDLL:
@@ -94,39 +84,6 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int) -> No
         return None if s is None else s.encode()
 
     _check(_LIBC.mount(enc(source), enc(target), enc(fstype), flags, None), f"mount {target}")
-
-
-def resolve_command(argv: Sequence[str], env: Mapping[str, str]) -> str:
-    """The path execve will run, as a shell finds it; CommandNotFoundError / CommandNotExecutableError."""
-    if not argv:
-        raise RecorderError("no command to record: give one after --, e.g. syscribe record -- ls")
-    for i, arg in enumerate(argv):
-        if not isinstance(arg, str):
-            raise RecorderError(f"argument {i} is not a string: {arg!r}")
-        if "\0" in arg:
-            raise RecorderError(f"argument {i} contains a NUL byte, which no command can receive")
-    command = argv[0]
-    if not command:
-        raise CommandNotFoundError("''", " (the command is an empty string)")
-    if "/" in command:
-        path = Path(command)
-        if not path.exists():
-            raise CommandNotFoundError(command)
-        if path.is_dir():
-            raise CommandNotExecutableError(command, "it is a directory")
-        if not os.access(path, os.X_OK):
-            raise CommandNotExecutableError(command, "permission denied (not executable)")
-        return command
-    found = shutil.which(command, path=env.get("PATH", os.defpath))
-    if found is None:
-        raise CommandNotFoundError(command)
-    return found
-
-
-def shell_status(wait_status: int) -> int:
-    """A waitpid status as a shell reports it: the exit code, or 128 + the killing signal."""
-    code = os.waitstatus_to_exitcode(wait_status)
-    return 128 - code if code < 0 else code
 
 
 def _signal_mask(pid: int, field: str) -> int:
@@ -190,7 +147,7 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _child_error(command: str, report: bytes) -> RecorderError:
+def _child_error(command: str, report: bytes) -> RecorderError | CommandError:
     stage, _, rest = report.decode(errors="replace").partition(":")
     code, _, text = rest.partition(":")
     err = int(code) if code.isdigit() else 0
@@ -200,10 +157,10 @@ def _child_error(command: str, report: bytes) -> RecorderError:
         if err in (errno.EACCES, errno.ENOEXEC, errno.EISDIR, errno.ETXTBSY):
             return CommandNotExecutableError(command, text)
         if err == errno.E2BIG:
-            return RecorderError(
+            return CommandError(
                 f"cannot run {command}: argument list too long (E2BIG); pass fewer or shorter arguments"
             )
-        return RecorderError(f"cannot run {command}: {text}")
+        return CommandError(f"cannot run {command}: {text}")
     return RecorderError(f"could not prepare the namespaces for {command} ({stage}: {text}); run as root")
 
 
