@@ -10,13 +10,13 @@ rule is added by name); a name it knows on no listed architecture is reported.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 from dataclasses import dataclass, field
 from functools import cache
 
 from syscribe import profile as prof
+from syscribe import syscalls
 from syscribe.profile import Profile
 
 # libseccomp's seccomp.h (stable ABI since 2.x).
@@ -65,13 +65,10 @@ class _Version(ctypes.Structure):
 
 @cache
 def _lib() -> ctypes.CDLL:
-    path = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
     try:
-        lib = ctypes.CDLL(path, use_errno=True)
-    except OSError as exc:
-        raise SeccompError(
-            f"cannot load libseccomp ({exc}); install it: apt-get install libseccomp2"
-        ) from None
+        lib = syscalls.libseccomp()
+    except syscalls.LibseccompMissingError as exc:
+        raise SeccompError(str(exc)) from None
     lib.seccomp_init.argtypes = [ctypes.c_uint32]
     lib.seccomp_init.restype = ctypes.c_void_p
     lib.seccomp_release.argtypes = [ctypes.c_void_p]

@@ -21,7 +21,8 @@ class LibseccompMissingError(RuntimeError):
 
 
 @cache
-def _lib() -> ctypes.CDLL:
+def libseccomp() -> ctypes.CDLL:
+    """libseccomp, loaded once, with the prototypes of its name tables (syscribe.seccomp adds more)."""
     path = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
     try:
         lib = ctypes.CDLL(path, use_errno=True)
@@ -54,7 +55,7 @@ def name_of(arch: Arch, number: int) -> str | None:
         # x32 numbers carry the x32 bit; libseccomp's x32 table resolves them with it set.
         arch = archmod.X32
         number |= archmod.X32_SYSCALL_BIT
-    ptr = _lib().seccomp_syscall_resolve_num_arch(arch.token, number)
+    ptr = libseccomp().seccomp_syscall_resolve_num_arch(arch.token, number)
     if not ptr:
         return None
     try:
@@ -74,7 +75,7 @@ def number_of(arch: Arch, name: str) -> int | None:
         encoded = name.encode("ascii")
     except UnicodeEncodeError:
         return None
-    nr = _lib().seccomp_syscall_resolve_name_arch(arch.token, encoded)
+    nr = libseccomp().seccomp_syscall_resolve_name_arch(arch.token, encoded)
     # __NR_SCMP_ERROR is -1; other negative numbers are libseccomp's pseudo-syscalls for
     # multiplexed calls (socketcall and ipc on i386), which do exist.
     if nr == -1:
