@@ -138,7 +138,7 @@ LAYOUTS = [
 
 
 @pytest.mark.parametrize(("path", "runtime", "cid", "uid", "qos", "monitor", "outer"), LAYOUTS)
-def test_layouts(  # noqa: PLR0917
+def test_layouts(
     path: str,
     runtime: str | None,
     cid: str | None,

@@ -1,0 +1,257 @@
+"""The enricher against ausearch, on the same generated audit.log: `python -m bench.enricher`.
+
+1. Makes an audit.log of --lines lines (default one million) as auditd writes it (ENRICHED format, 0x1D
+   and the interpreted fields): SECCOMP records (about one line in five) among the traffic a node's
+   audit rules make: SYSCALL/PATH/CWD/PROCTITLE/EOE events, logins and services (USER_*, CRED_*,
+   SERVICE_*), a few SELinux AVCs with their companions.
+2. Times `syscribe enrich --no-follow --input FILE --output FILE` and `ausearch -i --input FILE -m
+   SECCOMP` on it, one after the other, each as a child process: wall time, lines per second, peak RSS
+   (the child's ru_maxrss).
+3. Runs the enricher again on a file of a quarter of the lines: peak RSS should not grow with the input.
+4. Latency: a following enricher (default settings) and a writer appending one SECCOMP line at a time;
+   the time from the append to the enriched line in the output, --samples times.
+
+Numbers go to stdout as a table and, with --json, as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+SYSCRIBE = str(Path(sys.executable).parent / "syscribe")
+GS = "\x1d"
+# pids that no process has here (pid_max is 4194304), as in a log read after the fact
+PID_BASE = 4_000_000
+
+
+def _stamp(rng: random.Random, serial: int, t0: float) -> str:
+    return f"audit({t0 + serial / 1000:.3f}:{serial})"
+
+
+def generate(path: Path, lines: int, seed: int = 1) -> dict[str, int]:
+    """Write `lines` lines of audit.log; return how many records of each kind."""
+    rng = random.Random(seed)
+    t0 = 1_700_000_000.0
+    serial = 1000
+    counts = {"SECCOMP": 0, "AVC": 0, "other": 0}
+    written = 0
+    syscalls = [0, 1, 2, 3, 9, 21, 39, 59, 83, 87, 257, 262]
+    with open(path, "w", buffering=1 << 20) as out:
+        while written < lines:
+            serial += 1
+            stamp = _stamp(rng, serial, t0)
+            pid = PID_BASE + rng.randrange(190_000)
+            roll = rng.random()
+            if roll < 0.45:
+                nr = rng.choice(syscalls)
+                chunk = [
+                    f"type=SYSCALL msg={stamp}: arch=c000003e syscall={nr} success=yes exit=3 a0=ffffff9c "
+                    f"a1=7ffd5f1e a2=80000 a3=0 items=1 ppid=1 pid={pid} auid=1000 uid=0 gid=0 euid=0 suid=0 "
+                    f'fsuid=0 egid=0 sgid=0 fsgid=0 tty=pts0 ses=3 comm="cat" exe="/usr/bin/cat" '
+                    f'subj=unconfined key="audit-wr"{GS}ARCH=x86_64 SYSCALL=openat AUID="user" UID="root"',
+                    f'type=CWD msg={stamp}: cwd="/root"',
+                    f'type=PATH msg={stamp}: item=0 name="/etc/passwd" inode=1234 dev=fe:00 mode=0100644 '
+                    f"ouid=0 ogid=0 rdev=00:00 nametype=NORMAL cap_fp=0 cap_fi=0 cap_fe=0 cap_fver=0 "
+                    f'cap_frootid=0{GS}OUID="root" OGID="root"',
+                    f"type=PROCTITLE msg={stamp}: proctitle=636174002F6574632F706173737764",
+                    f"type=EOE msg={stamp}: ",
+                ]
+                counts["other"] += len(chunk)
+            elif roll < 0.55:
+                kind = rng.choice(["USER_START", "CRED_ACQ", "USER_END", "SERVICE_START", "LOGIN"])
+                chunk = [
+                    f"type={kind} msg={stamp}: pid={pid} uid=0 auid=1000 ses=3 subj=unconfined "
+                    f"msg='op=PAM:session_open grantors=pam_unix acct=\"root\" exe=\"/usr/bin/sudo\" "
+                    f"hostname=? addr=? terminal=/dev/pts/0 res=success'{GS}UID=\"root\" AUID=\"user\""
+                ]
+                counts["other"] += 1
+            elif roll < 0.56:
+                chunk = [
+                    f"type=AVC msg={stamp}: avc:  denied  {{ read }} for  pid={pid} comm=\"cat\" "
+                    'name="shadow" dev="vda" ino=99 scontext=system_u:system_r:container_t:s0:c1,c2 '
+                    "tcontext=system_u:object_r:shadow_t:s0 tclass=file permissive=0",
+                    f"type=SYSCALL msg={stamp}: arch=c000003e syscall=257 success=no exit=-13 ppid=1 "
+                    f'pid={pid} auid=4294967295 uid=0 comm="cat" exe="/usr/bin/cat" key=(null)'
+                    f'{GS}ARCH=x86_64 SYSCALL=openat AUID="unset" UID="root"',
+                    f"type=PROCTITLE msg={stamp}: proctitle=636174",
+                    f"type=EOE msg={stamp}: ",
+                ]
+                counts["AVC"] += 1
+                counts["other"] += 3
+            else:
+                nr = rng.choice(syscalls)
+                code = rng.choice(["0x7ffc0000", "0x7ffc0000", "0x50000", "0x80000000"])
+                chunk = [
+                    f"type=SECCOMP msg={stamp}: auid=4294967295 uid=0 gid=0 ses=4294967295 "
+                    f"subj=system_u:system_r:container_t:s0:c83,c152 pid={pid} comm=\"sh\" exe=\"/bin/dash\" "
+                    f"sig=0 arch=c000003e syscall={nr} compat=0 ip=0x7fe2ff5017be code={code}"
+                    f'{GS}AUID="unset" UID="root" GID="root" ARCH=x86_64 SYSCALL=unknown-syscall(-1)'
+                ]
+                counts["SECCOMP"] += 1
+            chunk = chunk[: lines - written]
+            out.write("\n".join(chunk) + "\n")
+            written += len(chunk)
+    counts["lines"] = written
+    return counts
+
+
+@dataclass
+class Timing:
+    name: str
+    seconds: float
+    lines: int
+    peak_rss_mib: float
+    output_lines: int
+
+    @property
+    def lines_per_second(self) -> float:
+        return self.lines / self.seconds if self.seconds else 0.0
+
+
+def timed(name: str, cmd: list[str], lines: int, stdout: Path) -> Timing:
+    """Run `cmd` as a child; its wall time and its own peak RSS (wait4's rusage)."""
+    with open(stdout, "wb") as out:
+        start = time.perf_counter()
+        process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    err = process.stderr.read().decode(errors="replace") if process.stderr else ""
+    if process.stderr:
+        process.stderr.close()
+    if process.returncode not in (0, 1):  # ausearch says 1 when it finds nothing
+        raise SystemExit(f"{name} failed ({process.returncode}): {err.strip()[-500:]}")
+    with open(stdout, "rb") as fh:
+        count = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+    return Timing(name, seconds, lines, usage.ru_maxrss / 1024, count)
+
+
+def enrich_cmd(log: Path, out: Path, *extra: str) -> list[str]:
+    return [SYSCRIBE, "enrich", "--no-follow", "--input", str(log), "--output", str(out), "--quiet",
+            "--max-output-bytes", "0", *extra]
+
+
+def latency(work: Path, samples: int, hold: str | None) -> list[float]:
+    """Seconds from appending a SECCOMP line to its enriched line appearing, one line at a time."""
+    tag = f"hold-{hold}"
+    log = work / f"live-{tag}.log"
+    out = work / f"live-{tag}.json"
+    log.write_text("")
+    extra = ["--hold-seconds", hold] if hold is not None else []
+    process = subprocess.Popen(
+        [SYSCRIBE, "enrich", "--input", str(log), "--output", str(out), "--start", "beginning", "--quiet",
+         "--proc", str(work / "no-proc"), *extra],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    results: list[float] = []
+    try:
+        deadline = time.monotonic() + 30
+        while not out.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)
+        seen = 0
+        for i in range(samples):
+            line = (
+                f"type=SECCOMP msg=audit({time.time():.3f}:{10_000 + i}): auid=4294967295 uid=0 gid=0 "
+                f'ses=4294967295 pid={PID_BASE + i} comm="sh" exe="/bin/sh" sig=0 arch=c000003e syscall=83 '
+                "compat=0 ip=0x1 code=0x7ffc0000\n"
+            )
+            fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+            try:
+                start = time.perf_counter()
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+            while True:
+                count = out.read_bytes().count(b"\n")
+                if count > seen:
+                    results.append(time.perf_counter() - start)
+                    seen = count
+                    break
+                if time.perf_counter() - start > 10:
+                    raise SystemExit("latency: no enriched line within 10 s")
+                time.sleep(0.0005)
+            time.sleep(0.05)
+    finally:
+        process.terminate()
+        process.wait(30)
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.enricher", description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--samples", type=int, default=50, help="latency samples")
+    parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
+    parser.add_argument("--json", action="store_true", help="also print the numbers as JSON")
+    args = parser.parse_args(argv)
+    if shutil.which("ausearch") is None:
+        raise SystemExit("ausearch not found: apt-get install auditd")
+    work = args.keep or Path(tempfile.mkdtemp(prefix="bench-enricher-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        log = work / "audit.log"
+        t = time.perf_counter()
+        counts = generate(log, args.lines)
+        size = log.stat().st_size
+        print(f"generated {counts['lines']} lines ({size / 2**20:.0f} MiB: {counts['SECCOMP']} SECCOMP, "
+              f"{counts['AVC']} AVC) in {time.perf_counter() - t:.1f} s", flush=True)
+        no_proc = ["--proc", str(work / "no-proc")]
+        runs = [
+            timed("syscribe enrich", enrich_cmd(log, work / "out.json", *no_proc), counts["lines"],
+                  work / "enrich.stdout"),
+            timed("ausearch -i -m SECCOMP", ["ausearch", "-i", "--input", str(log), "-m", "SECCOMP"],
+                  counts["lines"], work / "ausearch.out"),
+            timed("syscribe enrich (/proc lookups)", enrich_cmd(log, work / "out2.json"), counts["lines"],
+                  work / "enrich2.stdout"),
+        ]
+        runs[0].output_lines = _count(work / "out.json")
+        runs[2].output_lines = _count(work / "out2.json")
+        quarter = work / "quarter.log"
+        quarter_counts = generate(quarter, args.lines // 4, seed=2)
+        small = timed("syscribe enrich, 1/4 of the lines", enrich_cmd(quarter, work / "q.json", *no_proc),
+                      quarter_counts["lines"], work / "q.stdout")
+        small.output_lines = _count(work / "q.json")
+        runs.append(small)
+        print(f"\n{'run':36} {'seconds':>8} {'lines/s':>10} {'peak RSS MiB':>13} {'lines out':>10}")
+        for r in runs:
+            print(f"{r.name:36} {r.seconds:8.2f} {r.lines_per_second:10.0f} {r.peak_rss_mib:13.1f} "
+                  f"{r.output_lines:10}")
+        lat: dict[str, list[float]] = {}
+        for label, hold in (("default (--hold-seconds 0.25)", None), ("--hold-seconds 0", "0")):
+            lat[label] = latency(work, args.samples, hold)
+        print(f"\n{'latency, append to enriched line':36} {'median ms':>10} {'p95 ms':>8} {'max ms':>8}")
+        for label, values in lat.items():
+            values.sort()
+            p95 = values[min(len(values) - 1, int(len(values) * 0.95))]
+            print(f"{label:36} {statistics.median(values) * 1000:10.1f} {p95 * 1000:8.1f} "
+                  f"{values[-1] * 1000:8.1f}")
+        if args.json:
+            import json
+
+            print(json.dumps({
+                "input": counts, "runs": [asdict(r) | {"lines_per_second": r.lines_per_second} for r in runs],
+                "latency_seconds": lat,
+            }, indent=2))
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _count(path: Path) -> int:
+    with open(path, "rb") as fh:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+
+
+if __name__ == "__main__":
+    main()
