@@ -193,6 +193,17 @@ def _lines(data: bytes | str) -> list[tuple[str, str]]:
     return v2 + named + v1
 
 
+# Every path parse_path() gives a ref for holds a 64-hex id or a kubepods component; a file without
+# either is a host process's, told without splitting it (the process tracker asks this of every new
+# process on the node).
+_MAYBE_CONTAINER = re.compile(rb"[0-9a-f]{64}|kubepods")
+
+
+def may_name_container(data: bytes) -> bool:
+    """False when /proc/<pid>/cgroup text `data` cannot name a container or pod (parse it otherwise)."""
+    return _MAYBE_CONTAINER.search(data, 0, MAX_TEXT) is not None
+
+
 def parse_proc_cgroup(data: bytes | str) -> ContainerRef | None:
     """The container the process whose /proc/<pid>/cgroup is `data` is in; None for a host process.
 

@@ -16,6 +16,9 @@ import click
 
 SOURCES = ("auto", "auditd", "syslog", "kmsg", "netlink")
 STARTS = ("end", "beginning", "checkpoint")
+# How long a start waits for the first list of pods, so that the first lines have labels; an API
+# server that does not answer by then is waited for in the background (lines go out without labels).
+KUBE_FIRST_SYNC = 5.0
 
 
 def _positive_float(ctx: click.Context, param: click.Parameter, value: float) -> float:
@@ -69,6 +72,10 @@ def _positive_float(ctx: click.Context, param: click.Parameter, value: float) ->
               help="Add pod labels from the Kubernetes API (pods on --node; in-cluster or --kubeconfig).")
 @click.option("--kubeconfig", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Kubeconfig for --kube outside a cluster.")
+@click.option("--track-processes/--no-track-processes", default=None,
+              help="Read each new process's container as it starts (the kernel's process events), so that "
+                   "a record read after its process is gone still names the pod [default: on when "
+                   "following and the kernel accepts the subscription].")
 @click.option("--quiet", is_flag=True, help="Do not print problems and the summary to stderr.")
 def enrich(
     source: str,
@@ -93,6 +100,7 @@ def enrich(
     state_dirs: tuple[Path, ...],
     kube: bool,
     kubeconfig: Path | None,
+    track_processes: bool | None,
     quiet: bool,
 ) -> None:
     """Enrich SECCOMP, AVC and AppArmor audit records with the pod they came from, as JSON lines."""
@@ -150,11 +158,20 @@ def enrich(
 
             try:
                 client = api_client_from_environment(str(kubeconfig) if kubeconfig else None)
-                pods = KubePodSource(client, node_name)
+                pods = KubePodSource(client, node_name, report=report)
             except (KubeConfigError, ValueError) as exc:
                 raise click.ClickException(f"{exc} (or drop --kube)") from None
             pods.start()
             cleanup.callback(pods.stop)
+            # Degraded rather than failed when the API server does not answer: the node alone names
+            # pod, namespace and container, and a DaemonSet that exits on an API outage loses lines.
+            if not pods.wait_synced(KUBE_FIRST_SYNC) and not quiet:
+                click.echo(
+                    f"syscribe enrich: the Kubernetes API at {client.configuration.host} did not answer "
+                    f"within {KUBE_FIRST_SYNC:g} s: lines go out without pod labels until it does (the "
+                    "node itself still names pod, namespace and container)",
+                    err=True,
+                )
         try:
             # Only a run that resumes from the checkpoint may cut the output back to it: one that
             # starts elsewhere would not write those lines again.
@@ -183,6 +200,23 @@ def enrich(
         cleanup.callback(metrics.stop)
 
         resolver = ContainerResolver(proc=proc, state_dirs=list(state_dirs) or None, api=pods)
+        tracker = None
+        if track_processes or (track_processes is None and follow):
+            from syscribe.enricher.proctrack import ProcessTracker, TrackerUnavailableError
+
+            tracker = ProcessTracker(resolver, report=report)
+            try:
+                tracker.start()
+                cleanup.callback(tracker.stop)
+            except TrackerUnavailableError as exc:
+                tracker = None
+                if not quiet:
+                    hint = " (--no-track-processes hides this)" if track_processes is None else ""
+                    click.echo(
+                        f"syscribe enrich: process tracking off: {exc}; a process gone before its record "
+                        f"is read gets no pod{hint}",
+                        err=True,
+                    )
         assembler = EventAssembler(hold_seconds=hold_seconds)
         settings = Settings(
             node=node_name, backlog_seconds=backlog_seconds, checkpoint_interval=checkpoint_interval
@@ -221,3 +255,11 @@ def enrich(
             f"{stats.filtered} filtered, {stats.duplicates} already written before a restart",
             err=True,
         )
+        if tracker is not None:
+            track = tracker.stats
+            click.echo(
+                f"syscribe enrich: process tracker: {track.forks} forks, {track.execs} execs, "
+                f"{track.remembered} container processes remembered, {track.overruns} overruns, "
+                f"{track.cpu_seconds:.2f} s CPU",
+                err=True,
+            )

@@ -5,6 +5,13 @@ taken for the process that had it before) and /proc/<pid>/cgroup (which containe
 finds the container's annotations in the state directory of whichever runtime made it (see
 runtimestate.py). No API server is needed; an optional `PodLabelSource` (kube.py) adds pod labels.
 
+A process that makes one denied syscall and is gone before its record is read (a seccomp kill, a short
+`sh -c` in a container) leaves nothing in /proc to read. `track(pid)` is for the process tracker
+(proctrack.py), which calls it as each process starts: it reads the cgroup right then and remembers
+container processes (host processes are the default when nothing is known), so `lookup()` answers for
+them after they are gone. `exited(pid)` notes when a remembered process ended, so that a record written
+after that is not taken for it (its pid may have a new owner); `expire()` forgets what ended long ago.
+
 Everything below a state directory is opened one component at a time with O_NOFOLLOW, so an id or a
 link planted in a container-writable place cannot make the resolver read outside the directory, and
 every file is read up to a size cap (a FIFO, device or huge file is refused, never waited on).
@@ -16,6 +23,7 @@ import os
 import re
 import stat
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -23,7 +31,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from syscribe.enricher import runtimestate
-from syscribe.enricher.cgroup import CONTAINER_ID, POD_UID, ContainerRef, parse_proc_cgroup
+from syscribe.enricher.cgroup import (
+    CONTAINER_ID,
+    POD_UID,
+    ContainerRef,
+    may_name_container,
+    parse_proc_cgroup,
+)
 
 if TYPE_CHECKING:
     from syscribe.enricher.kube import PodLabelSource
@@ -54,6 +68,12 @@ HISTORY_PER_PID = 4
 # the start time is counted from boot, and /proc/stat's btime has whole seconds): only a process that
 # started this much later than a record is known not to be the one that wrote it.
 START_SLACK = 2.0
+# How long what is known of an exited process is kept: records are read within seconds of being
+# written, minutes when the enricher catches up on a backlog.
+MAX_AGE = 600.0
+# A process whose start time is this many clock ticks after the start event the tracker got is
+# another process that took the pid since (the tick count is truncated, the event is stamped later).
+TICK_SLACK = 2
 
 # What a runtime's own process is called while it sets a container up, before the workload's exec.
 RUNTIME_COMMS = frozenset({"runc", "runc:[0:PARENT]", "runc:[1:CHILD]", "runc:[2:INIT]", "crun", "youki"})
@@ -88,6 +108,10 @@ class ResolverStats:
     unsettled: int = 0
     bundles_read: int = 0
     bundles_missing: int = 0  # a container whose state was not (yet) found in any state dir
+    tracked: int = 0  # container processes remembered as they started (track)
+    inherited: int = 0  # of those, children gone before they could be read: their parent's container
+    exits: int = 0  # remembered processes whose end was noted
+    expired: int = 0  # entries forgotten MAX_AGE after their process ended
 
 
 # --- pure helpers ------------------------------------------------------------------------------------
@@ -203,6 +227,15 @@ def _subdirs(base: Path) -> list[str]:
 # --- the resolver ---------------------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _Seen:
+    """What is known of one process that had a pid."""
+
+    start: int  # clock ticks since boot (/proc/<pid>/stat field 22)
+    lookup: Lookup
+    exited: float | None = None  # seconds since the epoch, when known
+
+
 @dataclass(frozen=True, slots=True)
 class _Found:
     facts: runtimestate.BundleFacts
@@ -220,15 +253,17 @@ class ContainerResolver:
         state_dirs: Sequence[Path] | None = None,
         api: PodLabelSource | None = None,
         cache_size: int = 4096,
+        max_age: float = MAX_AGE,
     ) -> None:
         self.proc = proc
         self.state_dirs = tuple(DEFAULT_STATE_DIRS if state_dirs is None else state_dirs)
         self.api = api
         self.cache_size = max(1, cache_size)
+        self.max_age = max_age
         self.stats = ResolverStats()
         self._lock = threading.Lock()
-        # pid -> newest first [(start ticks, lookup)]: also what a gone process is answered from
-        self._procs: OrderedDict[int, list[tuple[int, Lookup]]] = OrderedDict()
+        # pid -> newest first, at most HISTORY_PER_PID: also what a gone process is answered from
+        self._procs: OrderedDict[int, list[_Seen]] = OrderedDict()
         self._containers: OrderedDict[str, ContainerInfo] = OrderedDict()
         self._names: dict[Path, tuple[tuple[int, int], dict[str, str]]] = {}
         # /proc/stat has a line per CPU: larger than the per-process files on big machines.
@@ -296,6 +331,84 @@ class ContainerResolver:
                 self._containers.popitem(last=False)
         return info
 
+    def track(self, pid: int, parent: int | None = None, at_ns: int | None = None) -> bool:
+        """Read what container process `pid` is in now, as it starts; remember it if it is in one.
+
+        `at_ns` is when the kernel said it started (fork) or exec'd (CLOCK_MONOTONIC ns): a process
+        found at that pid that started later is another one. A child already gone when asked about
+        (`parent` is its parent's pid) is given its parent's container: a fork starts in its parent's
+        cgroup. True when the process was remembered.
+        """
+        if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= PID_MAX:
+            return False
+        cgroup = self._read_proc(pid, "cgroup")
+        if cgroup is None:
+            return self._inherit(pid, parent, at_ns)
+        if not may_name_container(cgroup):
+            return False
+        first = self._stat(pid)
+        if first is None:
+            return self._inherit(pid, parent, at_ns)
+        comm, start = first
+        if at_ns is not None and start > self._ticks_at(at_ns) + TICK_SLACK:
+            return False  # the pid's next owner, the one the event was about is gone
+        result = self._resolve(parse_proc_cgroup(cgroup), comm)
+        if result.info is None:
+            return False
+        self._remember(pid, start, result)
+        with self._lock:
+            self.stats.tracked += 1
+        return True
+
+    def exited(self, pid: int, when: float | None = None) -> None:
+        """Note that the newest process remembered at `pid` ended (at `when`, seconds since the epoch)."""
+        when = time.time() if when is None else when
+        with self._lock:
+            history = self._procs.get(pid)
+            if not history or history[0].exited is not None or history[0].lookup.info is None:
+                return
+        # A thread group's leader can end before its other threads, which go on making syscalls under
+        # its pid: only the last one ends the process.
+        try:
+            threads = len(os.listdir(f"{self.proc}/{pid}/task"))
+        except OSError:
+            threads = 0
+        if threads > 1:
+            return
+        with self._lock:
+            history = self._procs.get(pid)
+            if history and history[0].exited is None:
+                history[0].exited = when
+                self._procs.move_to_end(pid)  # an ended process's records are the ones still to come
+                self.stats.exits += 1
+
+    def expire(self, now: float | None = None) -> int:
+        """Forget processes that ended more than `max_age` ago, and note the end of remembered container
+        processes no longer there (their exit went unseen). Returns how many entries were forgotten."""
+        now = time.time() if now is None else now
+        dropped = 0
+        live: list[tuple[int, int]] = []
+        with self._lock:
+            for pid in list(self._procs):
+                history = self._procs[pid]
+                kept = [s for s in history if s.exited is None or now - s.exited <= self.max_age]
+                dropped += len(history) - len(kept)
+                if not kept:
+                    del self._procs[pid]
+                    continue
+                self._procs[pid] = kept
+                if kept[0].exited is None and kept[0].lookup.info is not None:
+                    live.append((pid, kept[0].start))
+            self.stats.expired += dropped
+        for pid, start in live:
+            stat_now = self._stat(pid)
+            if stat_now is None or stat_now[1] != start:
+                with self._lock:
+                    current = self._procs.get(pid)
+                    if current and current[0].start == start and current[0].exited is None:
+                        current[0].exited = now
+        return dropped
+
     # /proc ------------------------------------------------------------------------------------------------
 
     def _stat(self, pid: int) -> tuple[str, int] | None:
@@ -331,18 +444,39 @@ class ContainerResolver:
         started = self._start_epoch(start_ticks)
         return started is not None and started > at + START_SLACK
 
+    def _ticks_at(self, monotonic_ns: int) -> int:
+        """A CLOCK_MONOTONIC time as /proc/<pid>/stat counts start times (clock ticks of CLOCK_BOOTTIME)."""
+        suspended = time.clock_gettime(time.CLOCK_BOOTTIME) - time.clock_gettime(time.CLOCK_MONOTONIC)
+        return int((monotonic_ns / 1e9 + suspended) * self._ticks)
+
+    def _inherit(self, pid: int, parent: int | None, at_ns: int | None) -> bool:
+        """Remember a child gone before it was read as being where its parent is (see track)."""
+        if parent is None or at_ns is None or parent == pid:
+            return False
+        forked = self._ticks_at(at_ns)
+        with self._lock:
+            history = self._procs.get(parent)
+            seen = history[0] if history else None
+            # Only the parent's own entry: not one of an earlier owner of its pid.
+            if seen is None or seen.exited is not None or seen.lookup.info is None or seen.start > forked:
+                return False
+            self.stats.tracked += 1
+            self.stats.inherited += 1
+        self._remember(pid, forked, seen.lookup)
+        return True
+
     # caches -----------------------------------------------------------------------------------------------
 
     def _find(self, pid: int, start: int) -> Lookup | None:
-        for known_start, result in self._procs.get(pid, ()):
-            if known_start == start:
-                return result
+        for seen in self._procs.get(pid, ()):
+            if seen.start == start:
+                return seen.lookup
         return None
 
     def _remember(self, pid: int, start: int, result: Lookup) -> None:
         with self._lock:
-            history = [entry for entry in self._procs.get(pid, ()) if entry[0] != start]
-            self._procs[pid] = [(start, result), *history][:HISTORY_PER_PID]
+            history = [seen for seen in self._procs.get(pid, ()) if seen.start != start]
+            self._procs[pid] = [_Seen(start, result), *history][:HISTORY_PER_PID]
             self._procs.move_to_end(pid)
             while len(self._procs) > self.cache_size:
                 self._procs.popitem(last=False)
@@ -352,11 +486,21 @@ class ContainerResolver:
         with self._lock:
             self.stats.gone += 1
             history = list(self._procs.get(pid, ()))
-        for start, result in history:  # newest first
-            if at is not None and self._started_after(start, at):
+        for seen in history:  # newest first
+            if at is not None and self._started_after(seen.start, at):
                 continue
+            if at is not None and seen.exited is not None and seen.exited < at - START_SLACK:
+                # It had ended before the record was written, and so had every earlier owner of the pid:
+                # a process nobody remembered (a host one) wrote it.
+                break
+            info = seen.lookup.info
+            if not seen.lookup.settled and info is not None and info.container_id is not None:
+                # Its container's state was not readable when the process was seen; it may be now.
+                found = self.container(info.container_id, info.runtime)
+                if found is not None:
+                    info = found if found.pod_uid is not None else replace(found, pod_uid=info.pod_uid)
             # Settled whatever the API says: nothing more will ever be learnt about a gone process.
-            return Lookup(self._with_pod(Lookup(result.info, True)).info, True)
+            return Lookup(self._with_pod(Lookup(info, True)).info, True)
         return Lookup(None, True)
 
     # resolution -------------------------------------------------------------------------------------------

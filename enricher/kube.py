@@ -8,6 +8,10 @@ again. Lookups only read the cache: never one API call per audit record.
 
 RBAC: `list` and `watch` on `pods` (core group), cluster wide (RBAC cannot grant a field selector).
 
+The API server is not needed for the enricher to work (the node names pod, namespace and container):
+when it is unreachable, at start or later, the source keeps what it has (pods already listed keep their
+labels), retries with backoff, and says so once through `report` (and again when it answers).
+
 The kubernetes client is imported only when a source is made, so importing this module (for the
 `PodLabelSource` protocol) costs nothing.
 """
@@ -168,11 +172,31 @@ class KubeStats:
     last_error: str | None = None
 
 
+def _os_error(err: BaseException) -> OSError | None:
+    """The socket error under the HTTP client's wrappers (urllib3 keeps it as `reason` or as the cause)."""
+    seen: list[BaseException] = []
+    todo: list[BaseException] = [err]
+    while todo and len(seen) < 16:
+        current = todo.pop(0)
+        if any(current is other for other in seen):
+            continue
+        seen.append(current)
+        if isinstance(current, OSError) and current.strerror:
+            return current
+        for inner in (getattr(current, "reason", None), current.__cause__, current.__context__):
+            if isinstance(inner, BaseException):
+                todo.append(inner)
+    return None
+
+
 def _one_line(err: BaseException) -> str:
     status = getattr(err, "status", None)
     reason = getattr(err, "reason", None)
     if status is not None:
         return f"API answered {status} {reason or ''}".strip()
+    cause = _os_error(err)
+    if cause is not None:
+        return f"cannot connect: {cause.strerror}"
     text = str(err).splitlines()[0] if str(err) else ""
     return f"{type(err).__name__}: {text}"[:300]
 
@@ -192,6 +216,7 @@ class KubePodSource:
         retry_min: float = 0.5,
         retry_max: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        report: Callable[[str, str], None] | None = None,
     ) -> None:
         from kubernetes import client
 
@@ -200,12 +225,15 @@ class KubePodSource:
         self.node_name = node_name
         self.stats = KubeStats()
         self._api = client.CoreV1Api(api_client)
+        self._host = str(getattr(getattr(api_client, "configuration", None), "host", "?"))
         self._selector = f"spec.nodeName={node_name}"
         self._watch_timeout = watch_timeout
         self._request_timeout = request_timeout
         self._page_size = page_size
         self._retry = (retry_min, retry_max)
         self._clock = clock
+        self._report = report
+        self._failing = False  # since the last success: one report per outage, not one per retry
         self._index = PodIndex(keep_deleted)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -285,6 +313,14 @@ class KubePodSource:
         with self._lock:
             self.stats.errors += 1
             self.stats.last_error = _one_line(err)
+        if not self._failing:
+            self._failing = True
+            if self._report is not None:
+                kept = "pods already listed keep their labels" if self.synced() else "no pod labels"
+                self._report(
+                    "kube_unreachable",
+                    f"Kubernetes API at {self._host}: {_one_line(err)}; {kept} until it answers (retrying)",
+                )
         self._stop.wait(delay)
         return min(delay * 2, self._retry[1])
 
@@ -321,7 +357,14 @@ class KubePodSource:
             self._index.reset(items, self._clock())
             self.stats.lists += 1
         self._synced.set()
+        self._answered()
         return version
+
+    def _answered(self) -> None:
+        if self._failing:
+            self._failing = False
+            if self._report is not None:
+                self._report("kube_recovered", "Kubernetes API answers again: pod labels are current")
 
     def _follow(self, version: str) -> str:
         """Watch from `version` until the server ends the watch; return the newest version seen."""
@@ -342,6 +385,7 @@ class KubePodSource:
             ):
                 if self._stop.is_set():
                     break
+                self._answered()
                 kind = event.get("type")
                 obj = event.get("raw_object")
                 version = resource_version(obj) or version

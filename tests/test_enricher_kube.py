@@ -265,3 +265,58 @@ def test_bad_kubeconfig_is_one_clear_line(tmp_path: Path, content: str | None) -
     with pytest.raises(KubeConfigError) as err:
         api_client_from_environment(str(path))
     assert "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+def test_an_outage_is_reported_once_and_so_is_its_end() -> None:
+    """At start and mid-run: one line when the API stops answering (not one per retry), one when it
+    answers again; the pods already listed keep their labels meanwhile."""
+    kube = FakeKube(port=FakeKube.free_port(), bookmark_interval=0.2)
+    uid = _create(kube, "web-0", app="web")
+    reports: list[tuple[str, str]] = []
+    pods = KubePodSource(
+        kube.api_client(), NODE, request_timeout=2, retry_min=0.05, retry_max=0.1,
+        report=lambda code, text: reports.append((code, text)),
+    )
+    pods.start()
+    try:
+        _until(lambda: pods.stats.errors >= 3, "three failed attempts")
+        assert [code for code, _ in reports] == ["kube_unreachable"]
+        assert reports[0][1] == (
+            f"Kubernetes API at {kube.url}: cannot connect: Connection refused; no pod labels until it "
+            "answers (retrying)"
+        )
+        kube.start()
+        assert pods.wait_synced(30)
+        _until(lambda: len(reports) == 2, "the recovery")
+        assert reports[1][0] == "kube_recovered"
+        kube.stop()
+        _until(lambda: len(reports) == 3 and pods.stats.errors >= 6, "the second outage, retried")
+        assert reports[2][0] == "kube_unreachable"
+        assert "pods already listed keep their labels" in reports[2][1]
+        assert len(reports) == 3
+        meta = pods.pod(uid)
+        assert meta is not None and meta.labels == {"app": "web"}
+        kube.start()  # the same store: the watch resumes from its version
+        kube.patch("pods", "web-0", {"metadata": {"labels": {"app": "web2"}}}, "shop")
+        _until(lambda: (m := pods.pod(uid)) is not None and m.labels == {"app": "web2"}, "the change")
+        assert [code for code, _ in reports][-1] == "kube_recovered"
+    finally:
+        pods.stop()
+        kube.stop()
+
+
+def test_socket_errors_are_named_without_the_clients_wrappers() -> None:
+    from syscribe.enricher.kube import _one_line
+
+    inner = ConnectionRefusedError(111, "Connection refused")
+    try:
+        try:
+            raise inner
+        except OSError as exc:
+            raise RuntimeError("HTTPConnectionPool(host='x'): Max retries exceeded " + "x" * 5000) from exc
+    except RuntimeError as wrapped:
+        assert _one_line(wrapped) == "cannot connect: Connection refused"
+    looped = RuntimeError("a")
+    looped.__context__ = looped
+    assert _one_line(looped) == "RuntimeError: a"
+    assert len(_one_line(ValueError("y" * 10_000 + "\nsecond line"))) <= 300

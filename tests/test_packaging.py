@@ -62,6 +62,7 @@ def test_daemonset_arguments_parse_with_the_real_command() -> None:
 def test_daemonset_mounts_what_the_enricher_reads() -> None:
     spec = one("DaemonSet")["spec"]["template"]["spec"]
     assert spec["hostNetwork"] is True  # audit netlink multicast reaches the initial netns only
+    assert spec["hostPID"] is True  # the process events connector answers the host pid namespace only
     container = spec["containers"][0]
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in spec["volumes"]}
@@ -80,7 +81,7 @@ def test_daemonset_mounts_what_the_enricher_reads() -> None:
         assert volumes[mount["name"]]["hostPath"]["path"] == covering[0]
     caps = container["securityContext"]["capabilities"]
     assert caps["drop"] == ["ALL"]
-    assert set(caps["add"]) == {"AUDIT_READ", "SYSLOG", "DAC_READ_SEARCH"}
+    assert set(caps["add"]) == {"AUDIT_READ", "SYSLOG", "DAC_READ_SEARCH", "NET_ADMIN"}
 
 
 def test_rbac_allows_list_and_watch_of_pods() -> None:

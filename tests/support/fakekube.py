@@ -21,6 +21,11 @@ port, threaded:
   failures are Status objects with the real reasons (NotFound, AlreadyExists, Conflict, Invalid,
   BadRequest, MethodNotAllowed, UnsupportedMediaType, Expired, Unauthorized).
 
+The server can be stopped and started again on the same port with its store intact (`stop()`, then
+`start()`), as an API server that goes away and comes back with its etcd; give `port` to choose the
+port before the first start (`free_port()`), so that a kubeconfig can point at a server not up yet
+(`write_kubeconfig(path)`).
+
 Not modelled: admission, defaulting of kind-specific fields, validation beyond names, server-side
 apply, graceful pod deletion (pods go at once, as with a grace period of 0), consistent snapshots for
 `continue` (later pages show the current state), the `/watch/` legacy paths.
@@ -43,6 +48,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -320,9 +326,15 @@ class FakeKube:
     """The server and its store. `with FakeKube() as kube:` starts it; `kube.url` is its address."""
 
     def __init__(
-        self, *, bookmark_interval: float = 1.0, history: int = 10_000, token: str | None = None
+        self,
+        *,
+        bookmark_interval: float = 1.0,
+        history: int = 10_000,
+        token: str | None = None,
+        port: int = 0,
     ) -> None:
         self.bookmark_interval = bookmark_interval
+        self.port = port  # 0 until the first start picks one, unless given
         self.token = token
         self.requests: list[tuple[str, str]] = []  # (method, path with query), in order
         self._resources: dict[tuple[str, str, str], Resource] = {}
@@ -344,7 +356,10 @@ class FakeKube:
 
     def start(self) -> FakeKube:
         handler = type("Handler", (_Handler,), {"kube": self})
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        with self._cond:
+            self._closing = False
+        server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        self.port = server.server_address[1]
         server.daemon_threads = True
         server.block_on_close = False
         self._server = server
@@ -366,6 +381,38 @@ class FakeKube:
                 sock.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self._server = None
+        self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @staticmethod
+    def free_port() -> int:
+        """A port on 127.0.0.1 that nothing listens on now (for a server started later)."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+            return port
+
+    def write_kubeconfig(self, path: Path, *, token: str | None = None) -> Path:
+        """A kubeconfig for this server's address (started or not), as kubectl would use it."""
+        assert self.port, "give a port or start() first"
+        user: JSON = {}
+        if token is not None or self.token is not None:
+            user["token"] = token if token is not None else self.token
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{self.port}"}}],
+            "users": [{"name": "fake", "user": user}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+            "current-context": "fake",
+        }
+        # JSON is YAML: the client reads it as its kubeconfig.
+        path.write_text(json.dumps(config, indent=2))
+        return path
 
     def __enter__(self) -> FakeKube:
         return self.start()
@@ -375,9 +422,8 @@ class FakeKube:
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "start() first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        assert self.port, "start() first"
+        return f"http://127.0.0.1:{self.port}"
 
     def configuration(self) -> Any:
         """A kubernetes.client.Configuration pointing at this server."""
