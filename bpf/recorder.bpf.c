@@ -3,6 +3,8 @@
  * syscribe's syscall recorder: counts, per syscall number, the syscalls of the tasks in one mount
  * namespace. Compiled once into a CO-RE object (scripts/build-bpf.sh) and loaded by
  * src/syscribe/recorder/core.py through libbpf, so a node needs neither clang nor kernel headers.
+ * Optionally (the container hook, docs/hook.md) the calls before a first "anchor" syscall are counted
+ * apart, so that a runtime's setup before it loads the seccomp filter stays out of the profile.
  *
  * The layout of `counters` and `extra_key` is mirrored in core.py; core.py checks the map sizes at
  * load time, so a change here that is not made there fails loudly instead of misreading counts.
@@ -53,14 +55,34 @@ enum compat_mode {
 #define X86_TS_COMPAT 0x0002
 #define X32_SYSCALL_BIT 0x40000000UL
 
+/* The anchor (the container hook's "where runtime init ends", docs/hook.md): with ANCHOR_SYSCALL, the
+ * calls made before the first native call numbered anchor_nr are counted apart, in `before`, so that
+ * the runtime's own setup before it loads the seccomp filter stays out of the profile. */
+enum anchor_mode {
+	ANCHOR_NONE = 0,
+	ANCHOR_SYSCALL = 1,
+};
+
 /* Set by userspace before load (the whole of .rodata, so one struct fixes its layout); the verifier
  * sees it as constant, so the filter costs one compare against an immediate. */
 struct config {
 	__u32 target_mnt_ns;
 	__u32 compat_mode;
+	__u32 anchor_mode;
+	__u32 anchor_nr;
 };
 
-const volatile struct config cfg = { .target_mnt_ns = 0, .compat_mode = COMPAT_NONE };
+const volatile struct config cfg = {
+	.target_mnt_ns = 0,
+	.compat_mode = COMPAT_NONE,
+	.anchor_mode = ANCHOR_NONE,
+	.anchor_nr = 0,
+};
+
+/* Set once by the program when the anchor is seen; shared by every CPU (a plain global, not per-CPU),
+ * so a call on any CPU after the anchor counts as after it. Userspace reads it to tell whether the
+ * anchor was ever seen. */
+volatile __u32 anchored = 0;
 
 /* One element holding every counter: userspace reads all of them with a single lookup, and the
  * per-CPU copies need no atomics on the hot path. */
@@ -76,12 +98,25 @@ struct {
 	__type(value, struct counters);
 } counts SEC(".maps");
 
+/* The calls before the anchor, same layout (a second map: one per-CPU value may not exceed 32 KiB). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct counters);
+} before SEC(".maps");
+
 /* Numbers beyond NR_SLOTS (a future kernel, or a bogus number a program passes) are kept here so
  * that nothing is dropped silently. */
 struct extra_key {
 	__u64 nr;
 	__u32 kind;
-	__u32 pad;
+	__u32 phase; /* PHASE_COUNTED, or PHASE_BEFORE for a call before the anchor */
+};
+
+enum phase {
+	PHASE_COUNTED = 0,
+	PHASE_BEFORE = 1,
 };
 
 struct {
@@ -91,9 +126,9 @@ struct {
 	__type(value, __u64);
 } extra SEC(".maps");
 
-static __always_inline void count_extra(struct counters *c, __u32 kind, __u64 nr)
+static __always_inline void count_extra(struct counters *c, __u32 kind, __u64 nr, __u32 phase)
 {
-	struct extra_key key = { .nr = nr, .kind = kind, .pad = 0 };
+	struct extra_key key = { .nr = nr, .kind = kind, .phase = phase };
 	__u64 one = 1;
 	__u64 *v = bpf_map_lookup_elem(&extra, &key);
 
@@ -128,14 +163,26 @@ static __always_inline void count(long id, __u32 ts_status)
 	}
 
 	__u32 zero = 0;
-	struct counters *c = bpf_map_lookup_elem(&counts, &zero);
+	__u32 phase = PHASE_COUNTED;
+	struct counters *c;
 
+	if (cfg.anchor_mode == ANCHOR_SYSCALL && !anchored) {
+		if (kind == KIND_NATIVE && id == (long)cfg.anchor_nr)
+			anchored = 1;
+		else
+			phase = PHASE_BEFORE;
+	}
+	/* Two lookups rather than one through a chosen map pointer, which the verifier handles less well. */
+	if (phase == PHASE_BEFORE)
+		c = bpf_map_lookup_elem(&before, &zero);
+	else
+		c = bpf_map_lookup_elem(&counts, &zero);
 	if (!c)
 		return;
 	if (nr < NR_SLOTS)
 		c->calls[kind][nr] += 1;
 	else
-		count_extra(c, kind, nr);
+		count_extra(c, kind, nr, phase);
 }
 
 /*

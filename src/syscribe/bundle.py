@@ -7,9 +7,9 @@ annotations, seccomp profile and hooks a test asks for.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,9 +50,7 @@ def make_busybox_rootfs(dest: Path, busybox: Path = BUSYBOX) -> Path:
 
 def default_spec(runtime: str = "runc") -> dict[str, Any]:
     """The runtime's own starter spec (`runc spec` / `crun spec`), as a dict."""
-    tmp = Path(os.environ.get("TMPDIR", "/tmp"))
-    work = tmp / f"syscribe-spec-{os.getpid()}"
-    work.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="syscribe-spec-"))
     try:
         for tool in (runtime, "runc", "crun"):
             if shutil.which(tool) is None:

@@ -35,10 +35,15 @@ NR_SLOTS = 1024
 NR_KINDS = 3  # native, i386, x32
 COUNTERS_WORDS = NR_KINDS * NR_SLOTS + 1  # + lost
 COUNTERS_SIZE = COUNTERS_WORDS * 8
-EXTRA_KEY = struct.Struct("=QII")  # nr, kind, pad
+EXTRA_KEY = struct.Struct("=QII")  # nr, kind, phase
 CONFIG = struct.Struct("=II")  # target_mnt_ns, compat_mode
+ANCHOR_CONFIG = struct.Struct("=II")  # anchor_mode, anchor_nr (after CONFIG in .rodata)
 COMPAT_NONE = 0
 COMPAT_X86 = 1
+ANCHOR_NONE = 0
+ANCHOR_SYSCALL = 1
+PHASE_COUNTED = 0
+PHASE_BEFORE = 1
 U32_MAX = 0xFFFFFFFF
 
 
@@ -61,6 +66,18 @@ def config_bytes(mnt_ns: int, compat_mode: int) -> bytes:
     if compat_mode not in (COMPAT_NONE, COMPAT_X86):
         raise RecorderError(f"unknown compat mode {compat_mode}")
     return CONFIG.pack(mnt_ns, compat_mode)
+
+
+def rodata_bytes(mnt_ns: int, compat_mode: int, anchor_nr: int | None = None) -> bytes:
+    """The object's whole .rodata: the target and, when `anchor_nr` is given, the anchor syscall (a
+    native number) before whose first call everything is counted apart (CoreTracer.snapshot_before)."""
+    if anchor_nr is None:
+        anchor = ANCHOR_CONFIG.pack(ANCHOR_NONE, 0)
+    elif isinstance(anchor_nr, bool) or not 0 <= anchor_nr < NR_SLOTS:
+        raise RecorderError(f"anchor syscall number {anchor_nr} is out of range (0..{NR_SLOTS - 1})")
+    else:
+        anchor = ANCHOR_CONFIG.pack(ANCHOR_SYSCALL, anchor_nr)
+    return config_bytes(mnt_ns, compat_mode) + anchor
 
 
 def sum_per_cpu(raw: bytes, ncpu: int, value_size: int) -> list[int]:
@@ -95,12 +112,17 @@ def decode_counters(
 def decode_extra(key: bytes, total: int, kinds: tuple[Arch, Arch, Arch]) -> tuple[tuple[Arch, int], int]:
     """One entry of the overflow map. The kernel passes the number as a signed long, so keep its
     sign (a program may call syscall(-1))."""
-    nr, kind, _pad = EXTRA_KEY.unpack(key)
+    nr, kind, _phase = EXTRA_KEY.unpack(key)
     if kind >= NR_KINDS:
         raise RecorderError(f"overflow map holds unknown kind {kind}")
     if nr >= 1 << 63:
         nr -= 1 << 64
     return (kinds[kind], nr), total
+
+
+def extra_phase(key: bytes) -> int:
+    """Whether an overflow entry was counted before the anchor (PHASE_BEFORE) or not."""
+    return int(EXTRA_KEY.unpack(key)[2])
 
 
 def merge_counts(into: dict[tuple[Arch, int], int], items: Iterable[tuple[tuple[Arch, int], int]]) -> None:
@@ -134,10 +156,17 @@ class CoreTracer:
     name = "core"
 
     def __init__(
-        self, native: Arch | None = None, object_bytes: bytes | None = None, program: str | None = None
+        self,
+        native: Arch | None = None,
+        object_bytes: bytes | None = None,
+        program: str | None = None,
+        anchor: int | None = None,
     ) -> None:
+        """`anchor`: a native syscall number; calls before its first call are kept out of snapshot()
+        and reported by snapshot_before() (the container hook's "runtime init ends here")."""
         if program is not None and program not in PROGRAMS:
             raise RecorderError(f"unknown eBPF program {program!r}; one of {', '.join(PROGRAMS)}")
+        self._anchor = anchor
         self._native = native or archmod.from_machine(os.uname().machine)
         self._kinds = kinds_for(self._native)
         self._object_bytes = object_bytes
@@ -152,7 +181,7 @@ class CoreTracer:
             raise RecorderError("this tracer is already attached; make a new one per workload")
         start = time.monotonic()
         check_kernel()
-        config = config_bytes(target.mnt_ns, compat_mode_for(self._native))
+        config = rodata_bytes(target.mnt_ns, compat_mode_for(self._native), self._anchor)
         data = self._object_bytes if self._object_bytes is not None else load_object_bytes()
         for i, program in enumerate(self._programs):
             try:
@@ -173,12 +202,13 @@ class CoreTracer:
             for name in PROGRAMS:
                 obj.set_autoload(name, name == program)
             obj.set_rodata(config)
-            counts_map = obj.map("counts")
-            if obj.value_size(counts_map) != COUNTERS_SIZE:
-                raise RecorderError(
-                    f"the eBPF object's counters are {obj.value_size(counts_map)} bytes, expected "
-                    f"{COUNTERS_SIZE}: object and code disagree; reinstall syscribe"
-                )
+            for name in ("counts", "before"):
+                size = obj.value_size(obj.map(name))
+                if size != COUNTERS_SIZE:
+                    raise RecorderError(
+                        f"the eBPF object's {name} counters are {size} bytes, expected "
+                        f"{COUNTERS_SIZE}: object and code disagree; reinstall syscribe"
+                    )
             if obj.key_size(obj.map("extra")) != EXTRA_KEY.size:
                 raise RecorderError(
                     "the eBPF object's overflow map has an unexpected key; reinstall syscribe"
@@ -191,16 +221,36 @@ class CoreTracer:
         return obj
 
     def snapshot(self) -> Recording:
+        """Everything counted so far; with an anchor, only what came from its first call on."""
+        return self._read("counts", PHASE_COUNTED)
+
+    def snapshot_before(self) -> Recording:
+        """With an anchor: the calls made before its first call (empty without an anchor)."""
+        return self._read("before", PHASE_BEFORE)
+
+    def anchored(self) -> bool:
+        """Whether the anchor syscall has been seen (False without an anchor)."""
         obj = self._obj
         if obj is None:
             raise RecorderError("the tracer is not attached")
-        counts_map = obj.map("counts")
+        if self._anchor is None:
+            return False
+        raw = obj.lookup(obj.map(".bss"), struct.pack("=I", 0), obj.value_size(obj.map(".bss")))
+        return raw is not None and struct.unpack_from("=I", raw)[0] != 0
+
+    def _read(self, map_name: str, phase: int) -> Recording:
+        obj = self._obj
+        if obj is None:
+            raise RecorderError("the tracer is not attached")
+        counts_map = obj.map(map_name)
         raw = obj.lookup(counts_map, struct.pack("=I", 0), self._ncpu * COUNTERS_SIZE)
         if raw is None:
             raise RecorderError("the eBPF counter map has no element 0")
         counts, lost = decode_counters(sum_per_cpu(raw, self._ncpu, COUNTERS_SIZE), self._kinds)
         extra = obj.map("extra")
         for key in list(obj.keys(extra)):
+            if extra_phase(key) != phase:
+                continue
             value = obj.lookup(extra, key, self._ncpu * 8)
             if value is not None:
                 merge_counts(counts, [decode_extra(key, sum_per_cpu(value, self._ncpu, 8)[0], self._kinds)])

@@ -1,0 +1,62 @@
+"""The hook's import path stays lean: stdlib, ctypes and syscribe's small modules only, and a container
+without the annotation does not even load those (decided before anything heavy is imported)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+HEAVY = ("click", "yaml", "kubernetes", "bcc", "orjson", "watchdog", "pyroute2", "prometheus_client",
+         "syscribe.cli", "syscribe.enricher", "syscribe.controller", "syscribe.seccompprofile")
+
+NO_ANNOTATION = json.dumps({
+    "ociVersion": "1.0.2", "id": "c", "status": "creating", "pid": 1, "bundle": "/b",
+    "annotations": {"io.kubernetes.cri-o.ContainerType": "container"},
+})
+
+
+def modules_after(code: str, stdin: str = "") -> set[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys, json\nprint(json.dumps(sorted(sys.modules)))"],
+        input=stdin, capture_output=True, text=True, check=True,
+    )
+    return set(json.loads(result.stdout.splitlines()[-1]))
+
+
+def heavy(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if m.split(".")[0] in HEAVY or any(m.startswith(h) for h in HEAVY))
+
+
+def test_entry_point_imports_nothing_heavy() -> None:
+    loaded = modules_after("import syscribe.hooks.main")
+    assert heavy(loaded) == []
+    assert not {"ctypes", "syscribe.recorder", "syscribe.profile", "syscribe.hooks.tracer"} & loaded
+
+
+def test_a_container_without_the_annotation_loads_only_the_decision() -> None:
+    code = "from syscribe.hooks.main import main\nrc = main(['--config', '/nonexistent/hook.json'])\n" \
+           "assert rc == 0, rc"
+    loaded = modules_after(code, NO_ANNOTATION)
+    assert heavy(loaded) == []
+    assert not {"ctypes", "syscribe.recorder", "syscribe.profile", "syscribe.fsutil", "syscribe.syscalls",
+                "syscribe.hooks.spawn", "syscribe.hooks.tracer", "subprocess"} & loaded
+
+
+def test_the_tracer_path_imports_nothing_heavy() -> None:
+    code = "\n".join([
+        "import syscribe.hooks.tracer, syscribe.hooks.spawn, syscribe.hooks.output",
+        "import syscribe.recorder, syscribe.recorder.core, syscribe.syscalls, syscribe.runtimes",
+        "from syscribe.recorder.names import name_recording",
+    ])
+    loaded = modules_after(code)
+    assert heavy(loaded) == []
+    assert "syscribe.recorder.bcc" not in loaded
+
+
+def test_importtime_is_measurable() -> None:
+    """`python -X importtime` works on the entry point (docs/hook.md quotes its numbers)."""
+    result = subprocess.run([sys.executable, "-X", "importtime", "-c", "import syscribe.hooks.main"],
+                            capture_output=True, text=True, check=True, env={**os.environ})
+    assert "syscribe.hooks.main" in result.stderr
