@@ -41,8 +41,10 @@ class ConfigError(ValueError):
 class HookConfig:
     # Directories an `of:` path must lie under (after normalisation, without following symlinks).
     output_roots: tuple[str, ...] = (DEFAULT_OUTPUT_ROOT,)
-    # Directories an `if:` path must lie under; "/" allows any readable regular file.
-    input_roots: tuple[str, ...] = ("/",)
+    # Directories an `if:` path must lie under. Whoever can create pods names the file and the hook reads
+    # it as root, and a parse error quotes what it found: so not "/" by default, only where profiles
+    # live (earlier recordings, and profiles an admin put in /etc).
+    input_roots: tuple[str, ...] = (DEFAULT_OUTPUT_ROOT, "/etc/syscribe/profiles")
     # How long the hook waits for the tracer to say it is attached.
     timeout_seconds: float = 5.0
     # Passed to syscribe.recorder: core (CO-RE, default), bcc, auto. Checked by the tracer, whose

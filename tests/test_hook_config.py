@@ -29,7 +29,7 @@ def test_defaults() -> None:
     c = parse_config(b"{}")
     assert c == HookConfig()
     assert c.output_roots == (DEFAULT_OUTPUT_ROOT,)
-    assert c.input_roots == ("/",)
+    assert c.input_roots == ("/var/lib/syscribe/profiles", "/etc/syscribe/profiles")
     assert c.timeout_seconds == 5.0
     assert c.backend == "core"
     assert c.log_file == DEFAULT_LOG

@@ -50,7 +50,13 @@ class HookEnv:
     log: Path
 
     def configure(self, **values: Any) -> None:
-        config = {"outputRoots": [str(self.root)], "logFile": str(self.log), "onFailure": "fail", **values}
+        config = {
+            "outputRoots": [str(self.root)],
+            "inputRoots": [str(self.tmp)],  # the tests' `if:` profiles live in their temp dir
+            "logFile": str(self.log),
+            "onFailure": "fail",
+            **values,
+        }
         self.config_path.write_text(json.dumps(config))
 
     def entry(self) -> dict[str, Any]:
