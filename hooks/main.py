@@ -1,5 +1,5 @@
 """`syscribe-hook`: the OCI prestart hook CRI-O and podman run for containers carrying the
-`io.containers.trace-syscall` annotation (hooks.d: crio-config/syscribe-hook.json).
+`io.containers.trace-syscall` annotation (hooks.d: crio-config/hooks.d/syscribe-hook.json).
 
 It reads the container's state from stdin, decides from the annotations whether to record, and if so
 checks everything it can before the container starts (the output path against the configured roots,

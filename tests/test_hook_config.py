@@ -18,7 +18,7 @@ from syscribe.hooks.config import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "crio-config" / "syscribe-hook-config.json"
+EXAMPLE = ROOT / "crio-config" / "syscribe" / "hook.json"
 
 
 def cfg(**values: object) -> HookConfig:

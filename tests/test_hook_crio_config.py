@@ -21,9 +21,9 @@ from syscribe.hooks.annotation import KEY
 from syscribe.hooks.config import DEFAULT_PATH, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
-HOOKS_D = ROOT / "crio-config" / "syscribe-hook.json"
-DROP_IN = ROOT / "crio-config" / "10-syscribe.conf"
-EXAMPLE = ROOT / "crio-config" / "syscribe-hook-config.json"
+HOOKS_D = ROOT / "crio-config" / "hooks.d" / "syscribe-hook.json"
+DROP_IN = ROOT / "crio-config" / "crio.conf.d" / "10-syscribe.conf"
+EXAMPLE = ROOT / "crio-config" / "syscribe" / "hook.json"
 INSTALL = ROOT / "docs" / "install-crio-node.md"
 # OCI runtime-spec stages (containers/common accepts these, plus a consumer's extension stages).
 OCI_STAGES = {"prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"}
@@ -122,9 +122,17 @@ def test_install_guide_names_the_same_paths() -> None:
         DEFAULT_PATH,
         "/etc/containers/oci/hooks.d/syscribe-hook.json",
         "/etc/crio/crio.conf.d/10-syscribe.conf",
-        "crio-config/syscribe-hook.json",
-        "crio-config/10-syscribe.conf",
-        "crio-config/syscribe-hook-config.json",
+        "crio-config/hooks.d/syscribe-hook.json",
+        "crio-config/crio.conf.d/10-syscribe.conf",
+        "crio-config/syscribe/hook.json",
         KEY,
     ):
         assert needle in text, needle
+
+
+def test_the_hooks_d_folder_holds_only_hook_files() -> None:
+    # podman and CRI-O parse every *.json in a hooks directory; anything else there breaks every start.
+    folder = HOOKS_D.parent
+    for path in folder.iterdir():
+        assert path.suffix == ".json", path
+        assert "hook" in json.loads(path.read_text()), path

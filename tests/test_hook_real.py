@@ -34,7 +34,7 @@ pytestmark = pytest.mark.real
 
 ROOT = Path(__file__).resolve().parent.parent
 HOOK = Path(sys.executable).parent / "syscribe-hook"
-HOOKS_D = ROOT / "crio-config" / "syscribe-hook.json"
+HOOKS_D = ROOT / "crio-config" / "hooks.d" / "syscribe-hook.json"
 PODMAN = ["podman", "--cgroup-manager=cgroupfs"]
 PODMAN_RUN = ["--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
 LS = ["/bin/ls", "/"]
