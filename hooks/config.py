@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from syscribe import strictjson
+
 DEFAULT_PATH = "/etc/syscribe/hook.json"
 DEFAULT_OUTPUT_ROOT = "/var/lib/syscribe/profiles"
 DEFAULT_LOG = "/var/log/syscribe-hook.log"
@@ -72,7 +74,7 @@ def parse_config(data: bytes, shown: str = "config") -> HookConfig:
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{shown}: {len(data)} bytes; a hook config is at most {MAX_CONFIG_BYTES}")
     try:
-        doc = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        doc = strictjson.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{shown}: not UTF-8 (byte {exc.start})") from None
     except RecursionError:
@@ -178,10 +180,3 @@ def _bool(doc: dict[str, Any], key: str, default: bool, shown: str) -> bool:
     return value
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"key {key!r} appears twice")
-        out[key] = value
-    return out

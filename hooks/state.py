@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from syscribe import strictjson
+
 MAX_STATE_BYTES = 1 << 20
 # The statuses a runtime reports while prestart hooks run (runc: creating, crun: created).
 PRESTART_STATUSES = ("creating", "created")
@@ -47,7 +49,7 @@ def parse_state(data: bytes) -> State:
     except UnicodeDecodeError as exc:
         raise StateError(f"container state is not UTF-8 (byte {exc.start})") from None
     try:
-        doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        doc = strictjson.loads(text)
     except RecursionError:
         raise StateError("container state is nested too deeply to be an OCI state") from None
     except ValueError as exc:  # JSONDecodeError, duplicate keys, NaN, numbers too long to convert
@@ -111,19 +113,6 @@ def _string(doc: dict[str, Any], key: str, limit: int) -> str:
     if len(value) > limit:
         raise StateError(f"container state {key} is {len(value)} characters; at most {limit}")
     return value
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"key {_cut(key)!r} appears twice in one object")
-        out[key] = value
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def _kind(value: object) -> str:

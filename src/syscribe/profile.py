@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from syscribe import arch as archmod
-from syscribe import runtimes
+from syscribe import runtimes, strictjson
 from syscribe.arch import Arch
 
 ACT_ALLOW = "SCMP_ACT_ALLOW"
@@ -230,7 +230,7 @@ def load_json(text: str | bytes) -> Any:
     if not text.strip():
         raise ProfileError('the file is empty; expected a JSON object such as {"defaultAction": ...}')
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        return strictjson.loads(text)
     except json.JSONDecodeError as exc:
         raise ProfileError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
@@ -240,20 +240,6 @@ def load_json(text: str | bytes) -> Any:
         if "digits" in reason:
             reason = "a number has thousands of digits"
         raise ProfileError(f"not a usable JSON document: {reason}") from None
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            # Parsers disagree on which duplicate wins; a runtime might read the other one.
-            raise ValueError(f"key {key!r} appears twice in one object")
-        out[key] = value
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def parse(data: object) -> Profile:
