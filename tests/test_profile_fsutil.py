@@ -150,24 +150,6 @@ def test_concurrent_writers_never_mix(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
-def test_open_dir_beneath_follows_no_symlink(tmp_path: Path) -> None:
-    (tmp_path / "root" / "a" / "b").mkdir(parents=True)
-    (tmp_path / "elsewhere").mkdir()
-    (tmp_path / "root" / "link").symlink_to(tmp_path / "elsewhere")
-    fd = fsutil.open_dir_beneath(tmp_path / "root", "a/b")
-    try:
-        fsutil.write_atomic_at(fd, "p.json", "x")
-    finally:
-        os.close(fd)
-    assert (tmp_path / "root" / "a" / "b" / "p.json").read_text() == "x"
-    with pytest.raises(FsError, match="'link' is not a plain directory"):
-        fsutil.open_dir_beneath(tmp_path / "root", "link")
-    with pytest.raises(FsError, match=r"'\.\.' is not allowed"):
-        fsutil.open_dir_beneath(tmp_path / "root", "a/../../elsewhere")
-    with pytest.raises(FsError, match="not a plain directory"):
-        fsutil.open_dir_beneath(tmp_path / "root", "a/missing")
-
-
 def test_read_limited(tmp_path: Path) -> None:
     f = tmp_path / "p.json"
     f.write_bytes(b"x" * 100)

@@ -3,7 +3,8 @@
 Stdlib only: the hook uses this on its lean import path. Writes go to a temporary file in the target's
 directory, are flushed to disk, and are renamed over the target (then the directory is flushed too), so
 the target is either the old file or the whole new one. Symlinks at the target are refused rather than
-followed or replaced; `open_dir_beneath` walks a directory path below a root without following any.
+followed or replaced. (The hook's walk from an output root down to a profile's directory, following no
+symlink, is syscribe.hooks.output.open_dir.)
 """
 
 from __future__ import annotations
@@ -110,33 +111,6 @@ def check_writable_dir(path: str | os.PathLike[str]) -> None:
         raise FsError(f"{target} is a symlink; syscribe does not write through symlinks, name the real file")
     if target.is_dir():
         raise FsError(f"{target} is a directory; name a file to write")
-
-
-def open_dir_beneath(root: str | os.PathLike[str], relative: str) -> int:
-    """Open `root/relative` as a directory fd, following no symlink and never leaving `root`.
-
-    `root` itself is trusted (configuration); every component of `relative` is opened with O_NOFOLLOW.
-    The caller closes the returned fd.
-    """
-    parts = [p for p in relative.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise FsError(f"{relative}: '..' is not allowed in a path below {root}")
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for part in parts:
-            try:
-                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            except OSError as exc:
-                # ELOOP (a symlink) and ENOTDIR both mean the path is not a plain directory chain.
-                raise FsError(
-                    f"{root}/{relative}: {part!r} is not a plain directory: {exc.strerror}"
-                ) from None
-            os.close(fd)
-            fd = nxt
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 def read_limited(path: str | os.PathLike[str], limit: int = DEFAULT_READ_LIMIT) -> bytes:
