@@ -4,14 +4,18 @@
    and the interpreted fields): SECCOMP records (about one line in five) among the traffic a node's
    audit rules make: SYSCALL/PATH/CWD/PROCTITLE/EOE events, logins and services (USER_*, CRED_*,
    SERVICE_*), a few SELinux AVCs with their companions.
-2. Times `syscribe enrich --no-follow --input FILE --output FILE` and `ausearch -i --input FILE -m
-   SECCOMP` on it, one after the other, each as a child process: wall time, lines per second, peak RSS
-   (the child's ru_maxrss).
-3. Runs the enricher again on a file of a quarter of the lines: peak RSS should not grow with the input.
-4. Latency: a following enricher (default settings) and a writer appending one SECCOMP line at a time;
+2. Times `syscribe enrich --no-follow --input FILE --output FILE` (with nothing to look up in /proc,
+   and with a /proc lookup per event whose process is gone) and `ausearch -i --input FILE -m SECCOMP`
+   on it, and the enricher on a file of a quarter of the lines (peak RSS should not grow with the
+   input), each as a child process: wall time, lines per second, peak RSS (the child's ru_maxrss).
+   The four runs go round --repeat times, interleaved, so that a noisy neighbour slows all alike.
+3. Latency: a following enricher (default settings) and a writer appending one SECCOMP line at a time;
    the time from the append to the enriched line in the output, --samples times.
 
-Numbers go to stdout as a table and, with --json, as JSON.
+Numbers go to stdout as one table, every tool side by side (the range of its times, and its median
+against ausearch's), and with --json as JSON. --check turns the targets into an exit status: the
+enricher with lookups within --max-ratio of ausearch's time, peak RSS the same for a quarter of the
+input.
 """
 
 from __future__ import annotations
@@ -191,12 +195,20 @@ def latency(work: Path, samples: int, hold: str | None) -> list[float]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.enricher", description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
-    parser.add_argument("--samples", type=int, default=50, help="latency samples")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds of the timed runs (each round runs every tool once, interleaved)")
+    parser.add_argument("--samples", type=int, default=50, help="latency samples (0: skip)")
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
     parser.add_argument("--json", action="store_true", help="also print the numbers as JSON")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 unless the enricher with /proc lookups takes at most --max-ratio of "
+                             "ausearch's time (medians) and its peak RSS does not grow with the input")
+    parser.add_argument("--max-ratio", type=float, default=0.75)
     args = parser.parse_args(argv)
     if shutil.which("ausearch") is None:
         raise SystemExit("ausearch not found: apt-get install auditd")
+    if args.repeat < 1 or args.lines < 1:
+        raise SystemExit("--repeat and --lines must be at least 1")
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-enricher-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -206,46 +218,99 @@ def main(argv: list[str] | None = None) -> None:
         size = log.stat().st_size
         print(f"generated {counts['lines']} lines ({size / 2**20:.0f} MiB: {counts['SECCOMP']} SECCOMP, "
               f"{counts['AVC']} AVC) in {time.perf_counter() - t:.1f} s", flush=True)
-        no_proc = ["--proc", str(work / "no-proc")]
-        runs = [
-            timed("syscribe enrich", enrich_cmd(log, work / "out.json", *no_proc), counts["lines"],
-                  work / "enrich.stdout"),
-            timed("ausearch -i -m SECCOMP", ["ausearch", "-i", "--input", str(log), "-m", "SECCOMP"],
-                  counts["lines"], work / "ausearch.out"),
-            timed("syscribe enrich (/proc lookups)", enrich_cmd(log, work / "out2.json"), counts["lines"],
-                  work / "enrich2.stdout"),
-        ]
-        runs[0].output_lines = _count(work / "out.json")
-        runs[2].output_lines = _count(work / "out2.json")
         quarter = work / "quarter.log"
-        quarter_counts = generate(quarter, args.lines // 4, seed=2)
-        small = timed("syscribe enrich, 1/4 of the lines", enrich_cmd(quarter, work / "q.json", *no_proc),
-                      quarter_counts["lines"], work / "q.stdout")
-        small.output_lines = _count(work / "q.json")
-        runs.append(small)
-        print(f"\n{'run':36} {'seconds':>8} {'lines/s':>10} {'peak RSS MiB':>13} {'lines out':>10}")
-        for r in runs:
-            print(f"{r.name:36} {r.seconds:8.2f} {r.lines_per_second:10.0f} {r.peak_rss_mib:13.1f} "
-                  f"{r.output_lines:10}")
+        quarter_counts = generate(quarter, max(1, args.lines // 4), seed=2)
+        no_proc = ["--proc", str(work / "no-proc")]
+        n = counts["lines"]
+        plan = [
+            (ENRICH, lambda: enrich_cmd(log, work / "out.json", *no_proc), n, work / "out.json"),
+            (AUSEARCH, lambda: ["ausearch", "-i", "--input", str(log), "-m", "SECCOMP"], n, None),
+            (ENRICH_PROC, lambda: enrich_cmd(log, work / "out2.json"), n, work / "out2.json"),
+            (ENRICH_QUARTER, lambda: enrich_cmd(quarter, work / "q.json", *no_proc),
+             quarter_counts["lines"], work / "q.json"),
+        ]
+        runs: dict[str, list[Timing]] = {name: [] for name, *_ in plan}
+        for _ in range(args.repeat):
+            for name, cmd, lines, out in plan:
+                if out is not None:
+                    out.unlink(missing_ok=True)
+                timing = timed(name, cmd(), lines, work / "stdout")
+                if out is not None:
+                    timing.output_lines = _count(out)
+                runs[name].append(timing)
+        print_table(runs)
         lat: dict[str, list[float]] = {}
-        for label, hold in (("default (--hold-seconds 0.25)", None), ("--hold-seconds 0", "0")):
-            lat[label] = latency(work, args.samples, hold)
-        print(f"\n{'latency, append to enriched line':36} {'median ms':>10} {'p95 ms':>8} {'max ms':>8}")
-        for label, values in lat.items():
-            values.sort()
-            p95 = values[min(len(values) - 1, int(len(values) * 0.95))]
-            print(f"{label:36} {statistics.median(values) * 1000:10.1f} {p95 * 1000:8.1f} "
-                  f"{values[-1] * 1000:8.1f}")
+        if args.samples > 0:
+            for label, hold in (("default (--hold-seconds 0.25)", None), ("--hold-seconds 0", "0")):
+                lat[label] = latency(work, args.samples, hold)
+            print(f"\n{'latency, append to enriched line':36} {'median ms':>10} {'p95 ms':>8} {'max ms':>8}")
+            for label, values in lat.items():
+                values.sort()
+                p95 = values[min(len(values) - 1, int(len(values) * 0.95))]
+                print(f"{label:36} {statistics.median(values) * 1000:10.1f} {p95 * 1000:8.1f} "
+                      f"{values[-1] * 1000:8.1f}")
         if args.json:
             import json
 
             print(json.dumps({
-                "input": counts, "runs": [asdict(r) | {"lines_per_second": r.lines_per_second} for r in runs],
+                "input": counts,
+                "runs": [asdict(r) | {"lines_per_second": r.lines_per_second}
+                         for timings in runs.values() for r in timings],
                 "latency_seconds": lat,
             }, indent=2))
+        if args.check:
+            sys.stdout.flush()
+            problems = check(runs, args.max_ratio)
+            for problem in problems:
+                print(f"check failed: {problem}", file=sys.stderr)
+            if problems:
+                raise SystemExit(1)
+            print(f"check passed: enrich with /proc lookups within {args.max_ratio:.2f} of ausearch's time, "
+                  "peak RSS independent of the input size")
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+ENRICH = "syscribe enrich"
+AUSEARCH = "ausearch -i -m SECCOMP"
+ENRICH_PROC = "syscribe enrich (/proc lookups)"
+ENRICH_QUARTER = "syscribe enrich, 1/4 of the lines"
+
+
+def print_table(runs: dict[str, list[Timing]]) -> None:
+    """Every tool side by side: the range of its wall times over the rounds, its best rate, its peak RSS,
+    and its median time against ausearch's."""
+    base = statistics.median(r.seconds for r in runs[AUSEARCH])
+    rounds = len(runs[AUSEARCH])
+    seconds = f"seconds ({rounds} runs)" if rounds > 1 else "seconds"
+    print(f"\n{'run':36} {seconds:>16} {'lines/s':>10} {'peak RSS MiB':>13} {'lines out':>10} "
+          f"{'vs ausearch':>12}")
+    for name, timings in runs.items():
+        times = sorted(r.seconds for r in timings)
+        span = f"{times[0]:.2f}" if len(times) == 1 else f"{times[0]:.2f}-{times[-1]:.2f}"
+        best = max(r.lines_per_second for r in timings)
+        rss = max(r.peak_rss_mib for r in timings)
+        ratio = f"{statistics.median(times) / base:.2f}x" if name != ENRICH_QUARTER else "-"
+        print(f"{name:36} {span:>16} {best:10.0f} {rss:13.1f} {timings[-1].output_lines:10} {ratio:>12}")
+
+
+def check(runs: dict[str, list[Timing]], max_ratio: float) -> list[str]:
+    problems = []
+    ausearch = statistics.median(r.seconds for r in runs[AUSEARCH])
+    enrich = statistics.median(r.seconds for r in runs[ENRICH_PROC])
+    if enrich > ausearch * max_ratio:
+        problems.append(f"enrich with /proc lookups took {enrich:.2f} s (median), ausearch {ausearch:.2f} s: "
+                        f"more than {max_ratio:.2f} of it")
+    full = max(r.peak_rss_mib for r in runs[ENRICH])
+    small = max(r.peak_rss_mib for r in runs[ENRICH_QUARTER])
+    if full > small * 1.25 + 4:
+        problems.append(f"peak RSS grew with the input: {small:.1f} MiB for 1/4 of the lines, {full:.1f} MiB "
+                        "for all")
+    outputs = {r.output_lines for r in runs[ENRICH] + runs[ENRICH_PROC]}
+    if len(outputs) != 1:
+        problems.append(f"the enricher runs wrote different numbers of lines: {sorted(outputs)}")
+    return problems
 
 
 def _count(path: Path) -> int:

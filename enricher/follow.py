@@ -144,7 +144,7 @@ class FileFollower:
         start: str = "end",
         mark: FileMark | None = None,
         report: Report | None = None,
-        chunk_size: int = 1 << 20,
+        chunk_size: int = 1 << 18,
         max_line: int = 1 << 20,
         rotate_grace: float = 1.0,
         poll_interval: float = 1.0,
@@ -496,9 +496,10 @@ class FileFollower:
             else:
                 st.buf = data
             return None
-        lines = data[:cut].split(b"\n")
-        rest = data[cut + 1 :]
-        if cut > self._max_line:
+        # One split, no copy of the complete part: the piece after the last newline is the unfinished line.
+        lines = data.split(b"\n")
+        rest = lines.pop()
+        if cut > self._max_line and max(map(len, lines)) > self._max_line:
             for i, line in enumerate(lines):
                 if len(line) > self._max_line:
                     kept = lines[:i]

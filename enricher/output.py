@@ -64,42 +64,50 @@ def rfc3339(seconds: float) -> str:
 
 def build_record(event: AuditEvent, info: ContainerInfo | None, node: str) -> dict[str, Any]:
     """The enriched line of an event as an ordered dict (keys in the documented order)."""
-    details = event.details
+    arch = event.arch
+    kind = event.kind
+    if info is None:
+        namespace = pod = container = container_id = pod_uid = runtime = None
+    else:
+        namespace, pod, container = info.namespace, info.pod, info.container_name
+        container_id, pod_uid, runtime = info.container_id, info.pod_uid, info.runtime
     record: dict[str, Any] = {
         "timestamp": rfc3339(event.timestamp),
-        "type": event.kind,
+        "type": kind,
         "node": event.node or node,
-        "namespace": info.namespace if info else None,
-        "pod": info.pod if info else None,
-        "container": info.container_name if info else None,
+        "namespace": namespace,
+        "pod": pod,
+        "container": container,
         "executable": event.exe,
         "pid": event.pid,
         "syscallID": event.syscall,
         "syscallName": event.syscall_name,
-        "arch": event.arch.name if event.arch is not None else None,
+        "arch": arch.name if arch is not None else None,
         "action": event.action,
         "errno": event.errno,
         "comm": event.comm,
         "uid": event.uid,
         "auid": event.auid,
-        "containerID": info.container_id if info else None,
-        "podUID": info.pod_uid if info else None,
-        "runtime": info.runtime if info else None,
+        "containerID": container_id,
+        "podUID": pod_uid,
+        "runtime": runtime,
         "auditID": event.audit_id,
         "recordType": event.record_type,
     }
-    if event.kind == "selinux":
-        record["profile"] = None
-        for key in SELINUX_KEYS[1:]:
-            record[key] = details.get(key)
-    elif event.kind == "apparmor":
-        record["apparmor"] = details.get("apparmor") or event.action
-        record["operation"] = details.get("operation")
-        record["profile"] = details.get("profile")
-        record["name"] = details.get("name")
-        extra = " ".join(f"{k}={details[k]}" for k in _APPARMOR_EXTRA if details.get(k))
-        record["extra_info"] = extra or None
-    record["labels"] = dict(info.labels) if info and info.labels else {}
+    if kind != "seccomp":
+        details = event.details
+        if kind == "selinux":
+            record["profile"] = None
+            for key in SELINUX_KEYS[1:]:
+                record[key] = details.get(key)
+        elif kind == "apparmor":
+            record["apparmor"] = details.get("apparmor") or event.action
+            record["operation"] = details.get("operation")
+            record["profile"] = details.get("profile")
+            record["name"] = details.get("name")
+            extra = " ".join(f"{k}={details[k]}" for k in _APPARMOR_EXTRA if details.get(k))
+            record["extra_info"] = extra or None
+    record["labels"] = dict(info.labels) if info is not None and info.labels else {}
     return record
 
 
@@ -259,11 +267,12 @@ class OutputWriter:
         if self.path is not None and self.max_bytes > 0:
             # Stop at the line that reaches the rotation size: the caller rotates, then flushes on.
             room = self.max_bytes - self._size
-            count = 0
-            while count < len(pending) and room > 0:
-                room -= len(pending[count])
-                count += 1
-            count = max(count, 1)
+            if room <= 0 or sum(map(len, pending)) > room:
+                count = 0
+                while count < len(pending) and room > 0:
+                    room -= len(pending[count])
+                    count += 1
+                count = max(count, 1)
         data = b"".join(pending[:count]) if count < len(pending) else b"".join(pending)
         view = memoryview(data)[self._head_done :]
         written = 0
@@ -278,6 +287,13 @@ class OutputWriter:
             self.error = f"cannot write {self.path or 'stdout'}: {exc.strerror}"
         else:
             self.error = None
+            if written == len(view):
+                # All of it (the usual case): no need to walk the lines.
+                del pending[:count]
+                self._size += len(data)
+                self._head_done = 0
+                self.lines_written += count
+                return count
         return self._account(written)
 
     def _account(self, written: int) -> int:

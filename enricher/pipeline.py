@@ -23,6 +23,7 @@ back, so there the last batch before a kill may be repeated).
 
 from __future__ import annotations
 
+import ctypes
 import re
 import sys
 import threading
@@ -35,6 +36,7 @@ from typing import Any, Protocol
 
 from syscribe.enricher import checkpoint as cpmod
 from syscribe.enricher import output
+from syscribe.enricher.auditparse import uint
 from syscribe.enricher.checkpoint import Checkpoint, SourceMark
 from syscribe.enricher.containers import ContainerInfo, Lookup
 from syscribe.enricher.events import AuditEvent, EventAssembler
@@ -42,20 +44,17 @@ from syscribe.enricher.metrics import Metrics
 from syscribe.enricher.output import Filter, OutputClosedError, OutputWriter
 from syscribe.enricher.sources import Batch, Source, SourceError
 
-# A main record's pid, found without parsing the line: looked up as soon as the line is read, so that
-# a process killed by its seccomp filter is still in /proc (the resolver remembers it from then on).
-_MAIN_PID = re.compile(
-    rb"type=(?:SECCOMP|1326|AVC|1400|APPARMOR\w{0,12}|150\d)\b.{0,40}?audit\((\d{1,12}\.\d{1,9}):"
-    rb"[^\x1d]{0,1024}? pid=(\d{1,10})"
-)
-_NETLINK_PID = re.compile(rb"^audit\((\d{1,12}\.\d{1,9}):[^\x1d]{0,1024}? pid=(\d{1,10})")
 # A warm lookup's answer stands in for the lookup at release time for this long (the same question:
 # that pid, at that record's time).
 _WARM_TTL = 30.0
 _WARM_MAX = 100_000
 _WARM_RECENT = 60.0
 _STAMP = re.compile(rb"audit\((\d{1,12})\.\d{1,9}:")
-_NETLINK_MAIN = frozenset({1326, 1400, 1500, 1501, 1502, 1503, 1504, 1505, 1506, 1507})
+# Lines fed to the assembler in one call.
+_SLICE = 4096
+_NOT_A_PROCESS = Lookup(None, True)
+_build_record = output.build_record
+_encode = output.encode
 
 
 class Resolver(Protocol):
@@ -173,7 +172,7 @@ class Pipeline:
         self._blocked_until = 0.0
         self._lost_seen: dict[str, int] = {}
         # (pid, audit timestamp as written) -> (answer, when asked), from the lookups at read time
-        self._warmed: dict[tuple[int, bytes], tuple[Lookup, float]] = {}
+        self._warmed: dict[tuple[int, str], tuple[Lookup, float]] = {}
         self._warmed_at = 0.0
         if restored is not None and self.checkpoint_path is not None:
             for key, ahead in restored.written:
@@ -185,6 +184,7 @@ class Pipeline:
     def run(self, stop: threading.Event | None = None) -> Stats:
         """Read until the source ends (no-follow) or `stop` is set; then write out and checkpoint."""
         stop = stop or threading.Event()
+        keep_freed_heap()
         try:
             while not stop.is_set():
                 if not self.step():
@@ -244,47 +244,38 @@ class Pipeline:
             self.metrics.lines.inc(len(lines))
         pending = self.assembler.pending_position()
         lower = base if pending is None else _seq_of(pending)
-        feed = self.assembler.feed
-        if self.settings.warm_lookups:
-            self._warm(batch, now)
-        if batch.types is not None:
-            feed_nl = self.assembler.feed_netlink
-            for i, (mtype, payload) in enumerate(zip(batch.types, lines, strict=True)):
-                events = feed_nl(mtype, payload, base + i, now)
-                if events:
-                    self._release(events, now, lower, base + i)
-            return
-        for i, line in enumerate(lines):
-            events = feed(line, base + i, now)
-            if events:
-                self._release(events, now, lower, base + i)
+        mains: list[tuple[str | None, str]] | None = (
+            [] if self.settings.warm_lookups and self._recent(batch) else None
+        )
+        assembler = self.assembler
+        # In slices, so that what one call releases (and holds until it is written) stays small
+        # whatever the batch.
+        for at in range(0, len(lines), _SLICE):
+            part = lines[at : at + _SLICE] if len(lines) > _SLICE else lines
+            if batch.types is not None:
+                types = batch.types[at : at + _SLICE]
+                released = assembler.feed_netlink_many(types, part, base + at, now, mains=mains)
+            else:
+                released = assembler.feed_many(part, base + at, now, mains=mains)
+            if mains:
+                self._warm(mains, now)
+                mains.clear()
+            if released:
+                self._release_all(released, now, lower)
 
-    def _warm(self, batch: Batch, now: float) -> None:
-        """Ask about each main record's process as soon as its line is read (see _MAIN_PID)."""
-        if not self._recent(batch):
-            return
-        found: list[tuple[bytes, bytes]] = []
-        if batch.types is not None:
-            for mtype, payload in zip(batch.types, batch.lines, strict=True):
-                if mtype in _NETLINK_MAIN:
-                    m = _NETLINK_PID.search(payload)
-                    if m:
-                        found.append((m[2], m[1]))
-        else:
-            search = _MAIN_PID.search
-            for line in batch.lines:
-                m = search(line)
-                if m:
-                    found.append((m[2], m[1]))
-        if not found:
-            return
+    def _warm(self, mains: list[tuple[str | None, str]], now: float) -> None:
+        """Ask about each new main record's process as soon as its line is parsed, so that a process
+        killed by its seccomp filter is still in /proc (the resolver remembers it from then on)."""
         warmed = self._warmed
         if now - self._warmed_at > _WARM_TTL or len(warmed) > _WARM_MAX:
             warmed.clear()  # forget answers older than the TTL, in one go
             self._warmed_at = now
         lookup = self.resolver.lookup
-        for pid_text, stamp in found:
-            pid = int(pid_text)
+        for pid_text, audit_id in mains:
+            pid = uint(pid_text, 0x7FFFFFFF)
+            if not pid:
+                continue
+            stamp = audit_id.partition(":")[0]
             key = (pid, stamp)
             if key in warmed:
                 continue
@@ -304,17 +295,19 @@ class Pipeline:
         return True
 
     def _resolve(self, event: AuditEvent) -> Lookup:
-        if event.pid is None or event.pid <= 0:
-            return Lookup(None, True)
-        warm = self._warmed.get((event.pid, event.audit_id.partition(":")[0].encode()))
-        if warm is not None and warm[0].settled:
-            return warm[0]
+        pid = event.pid
+        if pid is None or pid <= 0:
+            return _NOT_A_PROCESS
+        if self._warmed:
+            warm = self._warmed.get((pid, event.audit_id.partition(":")[0]))
+            if warm is not None and warm[0].settled:
+                return warm[0]
         try:
-            return self.resolver.lookup(event.pid, event.timestamp)
+            return self.resolver.lookup(pid, event.timestamp)
         except Exception as exc:  # a resolver bug must not lose the event
             self.stats.resolver_errors += 1
-            self.report("resolver_error", f"container lookup of pid {event.pid} failed: {exc!r}")
-            return Lookup(None, True)
+            self.report("resolver_error", f"container lookup of pid {pid} failed: {exc!r}")
+            return _NOT_A_PROCESS
 
     def _flush_assembler(self, now: float | None) -> None:
         """Release what the assembler holds past its hold (now) or everything (None)."""
@@ -329,12 +322,35 @@ class Pipeline:
         deadline = now + self.settings.backlog_seconds
         self.stats.events += len(events)
         backlog = self._backlog
+        resolve = self._resolve
+        write = self._write
         for event in events:
-            lookup = self._resolve(event)
+            lookup = resolve(event)
             if not backlog and lookup.settled:
-                self._write(event, lookup.info, lower, emit)
+                write(event, lookup.info, lower, emit)
             else:
                 backlog.append(_Held(event, lower, emit, lookup, deadline))
+
+    def _release_all(self, released: list[tuple[int, list[AuditEvent]]], now: float, lower: int) -> None:
+        """_release() for each (emit, events) the assembler gave back, with one setup for them all."""
+        backlog = self._backlog
+        if backlog:
+            for emit, events in released:
+                self._release(events, now, lower, emit)
+            return
+        deadline = now + self.settings.backlog_seconds
+        resolve = self._resolve
+        write = self._write
+        count = 0
+        for emit, events in released:
+            count += len(events)
+            for event in events:
+                lookup = resolve(event)
+                if not backlog and lookup.settled:
+                    write(event, lookup.info, lower, emit)
+                else:
+                    backlog.append(_Held(event, lower, emit, lookup, deadline))
+        self.stats.events += count
 
     def _drain(self, now: float, *, final: bool) -> None:
         backlog = self._backlog
@@ -373,13 +389,13 @@ class Pipeline:
                 self.metrics.duplicates.inc()
             # Its carried entry keeps it in the next checkpoints for as long as it may be read again.
             return
-        record = output.build_record(event, info, self.settings.node)
+        record = _build_record(event, info, self.settings.node)
         if self.filter is not None and not self.filter.accepts(record):
             self.stats.filtered += 1
             if self.metrics is not None:
                 self.metrics.filtered.inc()
             return
-        self.writer.append(output.encode(record))
+        self.writer.append(_encode(record))
         if tracking:
             self._unflushed.append((lower, emit, key))
         if self.metrics is not None:
@@ -527,6 +543,31 @@ class Pipeline:
         self._account_losses()
         self._checkpoint(time.monotonic())
         self._write_textfile()
+
+
+# mallopt(3)'s M_TRIM_THRESHOLD: how much free memory at the top of the heap glibc keeps instead of
+# giving it back to the kernel.
+_M_TRIM_THRESHOLD = -1
+_KEEP_FREE = 32 << 20
+
+
+def keep_freed_heap() -> None:
+    """Let glibc keep up to 32 MiB of freed heap instead of returning it after every batch.
+
+    Each batch allocates a few MiB of short-lived objects (lines, records, output lines) and frees them
+    together. With glibc's default threshold the heap top was given back and faulted in again all the
+    time: on the benchmark's million lines, 8,900 brk calls and 340,000 page faults, a quarter of the
+    run. Peak memory is the same either way; what changes is that freed memory is reused. A no-op on
+    a C library without mallopt.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    mallopt(_M_TRIM_THRESHOLD, _KEEP_FREE)
 
 
 def _seq_of(position: object) -> int:
