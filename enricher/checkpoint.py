@@ -24,6 +24,8 @@ from typing import Any
 
 import orjson
 
+from syscribe import fsutil
+
 VERSION = 1
 # The hash covers at most this many bytes of the line before the resume offset: enough to tell a
 # rewritten file from the one we read, and a bounded read at restart whatever the line length.
@@ -228,27 +230,6 @@ def save(path: Path, cp: Checkpoint, *, durable: bool = True) -> None:
     """Replace the checkpoint at `path` atomically (temp file + rename in the same directory).
 
     With `durable`, the data and the rename reach the disk before this returns, so that a power loss
-    leaves the old or the new checkpoint, never a torn one.
+    leaves the old or the new checkpoint, never a torn one. FsError (an OSError) says what failed.
     """
-    data = encode(cp)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        if durable:
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
-    if durable:
-        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+    fsutil.write_atomic(path, encode(cp), 0o600, sync=durable)

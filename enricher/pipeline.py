@@ -523,7 +523,7 @@ class Pipeline:
         try:
             cpmod.save(self.checkpoint_path, cp, durable=self.settings.durable)
         except OSError as exc:
-            self.report("checkpoint_error", f"cannot write checkpoint {self.checkpoint_path}: {exc.strerror}")
+            self.report("checkpoint_error", f"cannot write the checkpoint: {exc}")
             return
         self.stats.checkpoints += 1
 

@@ -25,8 +25,14 @@ class FsError(OSError):
         return str(self.args[0]) if self.args else "file error"
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o644) -> None:
-    """Replace `path` with `data` atomically. The directory must exist; `path` must not be a symlink."""
+def write_atomic(
+    path: str | os.PathLike[str], data: bytes | str, mode: int = 0o644, *, sync: bool = True
+) -> None:
+    """Replace `path` with `data` atomically. The directory must exist; `path` must not be a symlink.
+
+    With `sync` (the default) the data and the rename are on disk when this returns, so a power loss
+    leaves the old file or the new one; without it only the atomicity holds.
+    """
     target = Path(path)
     directory = target.parent
     try:
@@ -38,13 +44,19 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o
     except OSError as exc:
         raise FsError(f"{target}: cannot open directory {directory}: {exc.strerror}") from None
     try:
-        write_atomic_at(dir_fd, target.name, data, mode, shown=str(target))
+        write_atomic_at(dir_fd, target.name, data, mode, shown=str(target), sync=sync)
     finally:
         os.close(dir_fd)
 
 
 def write_atomic_at(
-    dir_fd: int, name: str, data: bytes | str, mode: int = 0o644, *, shown: str | None = None
+    dir_fd: int,
+    name: str,
+    data: bytes | str,
+    mode: int = 0o644,
+    *,
+    shown: str | None = None,
+    sync: bool = True,
 ) -> None:
     """Replace `name` in the directory `dir_fd` with `data` atomically."""
     shown = shown or name
@@ -69,7 +81,8 @@ def write_atomic_at(
                 written = os.write(fd, view)
                 view = view[written:]
             os.fchmod(fd, mode)
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
@@ -80,8 +93,9 @@ def write_atomic_at(
             raise FsError(f"{shown}: cannot write: {exc.strerror}") from None
         raise
     # The rename is durable only once the directory entry is on disk.
-    with contextlib.suppress(OSError):
-        os.fsync(dir_fd)
+    if sync:
+        with contextlib.suppress(OSError):
+            os.fsync(dir_fd)
 
 
 def _refuse_link_or_dir(dir_fd: int, name: str, shown: str) -> None:
