@@ -17,6 +17,7 @@ import os
 import select
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from syscribe.hooks.annotation import AnnotationError, Request, request_for
@@ -112,6 +113,15 @@ def read_stdin(fd: int, limit: int, seconds: float) -> bytes:
 
 def refuse(config_path: str, explicit: bool, container: str | None, problem: str) -> int:
     """Report a problem found before any recording started, and apply the configured policy."""
+    return _with_config(
+        config_path, explicit, lambda config, log: fail(log, container, problem, config.fails_closed)
+    )
+
+
+def _with_config(
+    config_path: str, explicit: bool, action: Callable[[HookConfig, HookLog], int]
+) -> int:
+    """Load the config and open its log for `action`; a broken config stops the container (exit 1)."""
     from syscribe.hooks.config import ConfigError, load_config
     from syscribe.hooks.log import HookLog
 
@@ -122,7 +132,7 @@ def refuse(config_path: str, explicit: bool, container: str | None, problem: str
         return 1
     log = HookLog(config.log_file)
     try:
-        return fail(log, container, problem, config.fails_closed)
+        return action(config, log)
     finally:
         log.close()
 
@@ -135,19 +145,9 @@ def fail(log: HookLog, container: str | None, problem: str, closed: bool) -> int
 
 def record(state: State, request: Request, config_path: str, explicit: bool, started: float) -> int:
     """The annotated case: check, start the tracer, wait for it."""
-    from syscribe.hooks.config import ConfigError, load_config
-    from syscribe.hooks.log import HookLog
-
-    try:
-        config = load_config(config_path, required=explicit)
-    except ConfigError as exc:
-        print(f"syscribe-hook: {exc}", file=sys.stderr)
-        return 1
-    log = HookLog(config.log_file)
-    try:
-        return _record(state, request, config, log, started)
-    finally:
-        log.close()
+    return _with_config(
+        config_path, explicit, lambda config, log: _record(state, request, config, log, started)
+    )
 
 
 def _record(state: State, request: Request, config: HookConfig, log: HookLog, started: float) -> int:
@@ -179,8 +179,7 @@ def _record(state: State, request: Request, config: HookConfig, log: HookLog, st
             dir_fd = open_dir(placement, create=config.create_directories)
             fds.append(dir_fd)
             check_target(dir_fd, placement.name, placement.path)
-            meta_path = placement.path.rsplit("/", 1)[0] + "/" + placement.meta_name
-            check_target(dir_fd, placement.meta_name, meta_path)
+            check_target(dir_fd, placement.meta_name, placement.meta_path)
             native = syscalls.native()
             host_pid_ns = os.stat("/proc/self/ns/pid").st_ino
         except (PathError, FsError, _TargetError) as exc:

@@ -96,8 +96,7 @@ def check_target(dir_fd: int, name: str, shown: str) -> None:
 def write_outputs(dir_fd: int, placement: Placement, profile_text: str, meta_text: str) -> None:
     """The metadata first, then the profile, each atomically: whoever watches for profiles finds the
     metadata already there."""
-    base = placement.path.rsplit("/", 1)[0]
-    write_atomic_at(dir_fd, placement.meta_name, meta_text, shown=f"{base}/{placement.meta_name}")
+    write_atomic_at(dir_fd, placement.meta_name, meta_text, shown=placement.meta_path)
     write_atomic_at(dir_fd, placement.name, profile_text, shown=placement.path)
 
 

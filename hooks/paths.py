@@ -33,6 +33,10 @@ class Placement:
     def meta_name(self) -> str:
         return meta_name_for(self.name)
 
+    @property
+    def meta_path(self) -> str:
+        return "/".join((self.root.rstrip("/"), *self.parts, self.meta_name))
+
 
 def meta_name_for(name: str) -> str:
     """`web.json` -> `web.meta.json`; `web` -> `web.meta.json`."""
