@@ -332,25 +332,9 @@ class Pipeline:
                 backlog.append(_Held(event, lower, emit, lookup, deadline))
 
     def _release_all(self, released: list[tuple[int, list[AuditEvent]]], now: float, lower: int) -> None:
-        """_release() for each (emit, events) the assembler gave back, with one setup for them all."""
-        backlog = self._backlog
-        if backlog:
-            for emit, events in released:
-                self._release(events, now, lower, emit)
-            return
-        deadline = now + self.settings.backlog_seconds
-        resolve = self._resolve
-        write = self._write
-        count = 0
+        """_release() for each (emit, events) the assembler gave back."""
         for emit, events in released:
-            count += len(events)
-            for event in events:
-                lookup = resolve(event)
-                if not backlog and lookup.settled:
-                    write(event, lookup.info, lower, emit)
-                else:
-                    backlog.append(_Held(event, lower, emit, lookup, deadline))
-        self.stats.events += count
+            self._release(events, now, lower, emit)
 
     def _drain(self, now: float, *, final: bool) -> None:
         backlog = self._backlog
