@@ -220,13 +220,19 @@ def loads(text: str | bytes) -> Profile:
     return parse(load_json(text))
 
 
+def as_text(data: str | bytes) -> str:
+    """A profile file's bytes as text; ProfileError when they are not UTF-8."""
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"not UTF-8 text (byte {exc.start}); a profile is JSON or YAML") from None
+
+
 def load_json(text: str | bytes) -> Any:
     """JSON text to Python values, with errors a user can act on (and no duplicate keys)."""
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ProfileError(f"not UTF-8 text (byte {exc.start}); a profile is JSON or YAML") from None
+    text = as_text(text)
     if not text.strip():
         raise ProfileError('the file is empty; expected a JSON object such as {"defaultAction": ...}')
     try:

@@ -196,11 +196,7 @@ def load_yaml(text: str) -> Any:
 
 def loads(text: str | bytes) -> Loaded:
     """Read an OCI seccomp JSON profile or a SeccompProfile (YAML or JSON), whichever `text` holds."""
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ProfileError(f"not UTF-8 text (byte {exc.start}); a profile is JSON or YAML") from None
+    text = prof.as_text(text)
     stripped = text.lstrip()
     if not stripped:
         raise ProfileError("the file is empty; expected an OCI seccomp profile or a SeccompProfile")
