@@ -49,6 +49,12 @@ class HookLog:
             except OSError as exc:
                 self.problem = f"cannot open the log file {path}: {exc.strerror}"
 
+    def for_tracer(self) -> HookLog:
+        """A log writing to the same open file and never to stderr: the detached tracer has none."""
+        child = HookLog(None, stderr=False)
+        child.fd = self.fd
+        return child
+
     def write(self, container: str | None, message: str, *, stderr: bool = True) -> None:
         line = record(container, message)
         if self.fd is not None:

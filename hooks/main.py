@@ -152,7 +152,6 @@ def record(state: State, request: Request, config_path: str, explicit: bool, sta
 
 def _record(state: State, request: Request, config: HookConfig, log: HookLog, started: float) -> int:
     from syscribe.hooks import spawn
-    from syscribe.hooks.log import HookLog
     from syscribe.hooks.output import check_target, open_dir, read_input
     from syscribe.hooks.paths import PathError, place
     from syscribe.hooks.tracer import Job, close_quietly, trace
@@ -198,8 +197,7 @@ def _record(state: State, request: Request, config: HookConfig, log: HookLog, st
             native=native,
             started=started,
         )
-        tracer_log = HookLog(None, stderr=False)
-        tracer_log.fd = log.fd  # the same file; the tracer has no stderr of its own
+        tracer_log = log.for_tracer()
         keep = {dir_fd, pidfd} | ({log.fd} if log.fd is not None else set())
         result = spawn.launch(
             lambda channel: trace(job, channel, tracer_log),
