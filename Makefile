@@ -10,7 +10,7 @@ LLVM_STRIP ?= llvm-strip-14
 BPF_SRC := bpf/recorder.bpf.c
 BPF_OBJ := bpf/recorder.bpf.o
 
-.PHONY: run test setup venv dev bpf lint bench clean
+.PHONY: run test setup venv dev kube bpf lint bench clean
 
 setup: $(VENV)/.installed
 	@bash scripts/setup-node.sh
@@ -33,7 +33,13 @@ run: setup
 dev: venv
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . --config-settings editable_mode=strict
 
-test: setup dev
+# The real kube-apiserver and etcd the Kubernetes tests run against: built once per machine (needs
+# Go 1.26+; 10-20 min cold) into ~/.cache/syscribe/kube, reused afterwards. Not part of `setup`, so
+# that `make run` does not wait for it.
+kube:
+	bash scripts/build-kube.sh
+
+test: setup dev kube
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,5 +1,10 @@
-"""Pod labels from the API: the pure cache, and KubePodSource (the real kubernetes client) against
-tests/support/fakekube.py."""
+"""Pod labels from the API: the pure cache, and KubePodSource (the real kubernetes client) against a real
+kube-apiserver (tests/support/kubeapi.py), reached as the enricher's own service account with the
+ClusterRole that packaging/kubernetes/enricher.yaml ships.
+
+Each test has its own namespace and its own node name, so that the pods of other tests (the API server
+lives for the whole session) are not on its node; what the source asked the server is read from the
+server's audit log, filtered by the test's service account."""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from syscribe.enricher.kube import (
@@ -19,7 +25,8 @@ from syscribe.enricher.kube import (
     pod_meta,
 )
 
-from tests.support.fakekube import FakeKube
+from tests.support.enricherkube import EnricherCluster
+from tests.support.kubeapi import KubeAPI
 
 NODE = "node-1"
 UID = "aaaa2b4a-f398-41c0-928b-049e1cc4ec40"
@@ -112,18 +119,17 @@ def test_index_static_pods_by_their_own_uid() -> None:
     assert index.get("") is None
 
 
-# --- against the fake API server -----------------------------------------------------------------------
+# --- against the real API server ------------------------------------------------------------------------
 
 
 @pytest.fixture
-def kube() -> Iterator[FakeKube]:
-    with FakeKube(bookmark_interval=0.2) as server:
-        yield server
+def cluster(kube_api: KubeAPI, kube_namespace: str) -> EnricherCluster:
+    return EnricherCluster.make(kube_api, kube_namespace)
 
 
 @pytest.fixture
-def source(kube: FakeKube) -> Iterator[KubePodSource]:
-    pods = KubePodSource(kube.api_client(), NODE, watch_timeout=30, retry_min=0.05, retry_max=0.2)
+def source(cluster: EnricherCluster) -> Iterator[KubePodSource]:
+    pods = KubePodSource(cluster.api_client(), cluster.node, watch_timeout=30, retry_min=0.05, retry_max=0.2)
     pods.start()
     try:
         assert pods.wait_synced(30)
@@ -132,82 +138,103 @@ def source(kube: FakeKube) -> Iterator[KubePodSource]:
         pods.stop()
 
 
-def _create(kube: FakeKube, name: str, node: str = NODE, **labels: str) -> str:
-    made = kube.create(
-        "pods", {"metadata": {"name": name, "labels": labels}, "spec": {"nodeName": node}}, "shop"
-    )
-    return str(made["metadata"]["uid"])
-
-
-def test_pods_of_this_node_appear_with_their_labels(kube: FakeKube) -> None:
-    here = _create(kube, "web-0", app="web", tier="front")
-    there = _create(kube, "db-0", node="node-2", app="db")
-    with KubePodSource(kube.api_client(), NODE) as pods:
+def test_pods_of_this_node_appear_with_their_labels(cluster: EnricherCluster) -> None:
+    here = cluster.create("web-0", app="web", tier="front")
+    there = cluster.create("db-0", node=f"{cluster.node}-other", app="db")
+    with KubePodSource(cluster.api_client(), cluster.node) as pods:
         assert pods.wait_synced(30)
-        assert pods.pod(here) == PodMeta(here, "web-0", "shop", {"app": "web", "tier": "front"})
+        assert pods.pod(here) == PodMeta(here, "web-0", cluster.namespace, {"app": "web", "tier": "front"})
         assert pods.labels(here) == {"app": "web", "tier": "front"}
         assert pods.pod(there) is None and pods.labels(there) is None
         assert pods.synced()
     # Listed once, with the node's field selector.
-    lists = [path for method, path in kube.requests if method == "GET" and "watch=" not in path]
-    assert lists == ["/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-1&limit=500"]
+    lists = [r.uri for r in cluster.requests() if r.verb == "list"]
+    assert lists == [f"/api/v1/pods?fieldSelector=spec.nodeName%3D{cluster.node}&limit=500"]
 
 
-def test_changes_arrive_through_the_watch(kube: FakeKube, source: KubePodSource) -> None:
-    uid = _create(kube, "web-1", app="web")
+def test_changes_arrive_through_the_watch(cluster: EnricherCluster, source: KubePodSource) -> None:
+    uid = cluster.create("web-1", app="web")
     _until(lambda: source.labels(uid) == {"app": "web"}, "the new pod")
-    kube.patch("pods", "web-1", {"metadata": {"labels": {"app": "web", "version": "2"}}}, "shop")
+    cluster.label("web-1", app="web", version="2")
     _until(lambda: source.labels(uid) == {"app": "web", "version": "2"}, "the label change")
-    kube.delete("pods", "web-1", "shop")
+    cluster.delete("web-1")
     _until(lambda: source.stats.events >= 3, "the deletion")
     assert source.labels(uid) == {"app": "web", "version": "2"}  # kept for late records
     assert source.stats.lists == 1  # all of it without listing again
 
 
-def test_dropped_watch_resumes_from_its_version(kube: FakeKube, source: KubePodSource) -> None:
-    first = _create(kube, "a")
-    _until(lambda: source.pod(first) is not None, "the first pod")
-    kube.drop_watches()
-    second = _create(kube, "b")
-    _until(lambda: source.pod(second) is not None, "the pod created while the watch was down")
-    assert source.stats.lists == 1 and source.stats.watches >= 2
-    watches = [path for method, path in kube.requests if "watch=true" in path]
-    assert "resourceVersion=1&" not in watches[-1]  # resumed from what it had seen, not from the start
+def _watched_from(uri: str) -> int:
+    query = parse_qs(urlsplit(uri).query)
+    return int(query["resourceVersion"][0])
 
 
-def test_expired_version_relists() -> None:
-    # No bookmarks: the watch's version falls behind writes it does not see (a configmap here).
-    with FakeKube(bookmark_interval=3600) as kube:
-        pods = KubePodSource(kube.api_client(), NODE, retry_min=0.05, retry_max=0.2)
-        with pods:
-            assert pods.wait_synced(30)
-            before = _create(kube, "a")
-            _until(lambda: pods.pod(before) is not None, "the first pod")
-            kube.create("configmaps", {"metadata": {"name": "cm"}}, "shop")
-            kube.compact()  # etcd compaction: the watch's version is history now
-            kube.drop_watches()  # it has to resume from that version: 410 Gone
-            after = _create(kube, "b")
-            _until(lambda: pods.pod(after) is not None, "the pod created after compaction")
-            assert pods.stats.expired == 1 and pods.stats.lists == 2
-            assert pods.pod(before) is not None
-
-
-def test_paged_list(kube: FakeKube) -> None:
-    uids = [_create(kube, f"p{i}") for i in range(5)]
-    with KubePodSource(kube.api_client(), NODE, page_size=2) as pods:
+def test_a_watch_the_server_ends_resumes_from_its_version(cluster: EnricherCluster) -> None:
+    """The server ends each watch after its timeout (1 s here); the source watches again from the
+    newest version it has seen, without listing again."""
+    with KubePodSource(cluster.api_client(), cluster.node, watch_timeout=1, retry_min=0.05) as pods:
         assert pods.wait_synced(30)
+        _until(lambda: pods.stats.watches >= 2, "a second watch")
+        uid = cluster.create("a")
+        _until(lambda: pods.pod(uid) is not None, "the pod")
+        seen = int(cluster.get("a")["metadata"]["resourceVersion"])
+        after = pods.stats.watches
+        _until(lambda: pods.stats.watches >= after + 2, "the next watches")
+        assert pods.stats.lists == 1 and pods.stats.expired == 0
+    watches = [r.uri for r in cluster.requests() if r.verb == "watch"]
+    assert len(watches) >= after + 2
+    versions = [_watched_from(uri) for uri in watches]
+    assert versions == sorted(versions)  # never back to an older version
+    assert versions[-1] >= seen  # resumed from what it had seen, not from the start
+
+
+def test_a_restarted_api_server_drops_the_watch(cluster: EnricherCluster, source: KubePodSource) -> None:
+    """A restart drops every watch; the source watches again from its version, or, when the restarted
+    server no longer has that version (it usually has moved on: it writes its own leases), gets 410
+    Gone and lists again. Either way nothing is missed."""
+    first = cluster.create("a")
+    _until(lambda: source.pod(first) is not None, "the first pod")
+    before = source.stats.watches
+    cluster.kube.restart()
+    second = cluster.create("b")
+    _until(lambda: source.pod(second) is not None, "the pod created after the restart")
+    assert source.stats.watches > before
+    assert source.stats.lists == 1 + source.stats.expired  # every list after the first was for a 410
+    assert source.pod(first) is not None
+
+
+def test_expired_version_relists(cluster: EnricherCluster, source: KubePodSource) -> None:
+    """etcd compacted past the source's version while the server was away: its watch gets 410 Gone, it
+    lists again, once."""
+    before = cluster.create("a")
+    _until(lambda: source.pod(before) is not None, "the first pod")
+    with cluster.kube.down():
+        cluster.kube.compact()
+    after = cluster.create("b")
+    _until(lambda: source.pod(after) is not None, "the pod created after compaction")
+    assert source.stats.expired == 1 and source.stats.lists == 2
+    assert source.pod(before) is not None
+
+
+def test_paged_list(cluster: EnricherCluster) -> None:
+    """1001 pods on the node: three pages of (at most) 500, each asked for with the previous one's
+    continue token, and every pod in the cache."""
+    uids = cluster.create_many([f"p{i}" for i in range(1001)])
+    with KubePodSource(cluster.api_client(), cluster.node) as pods:
+        assert pods.wait_synced(60)
         assert all(pods.pod(uid) is not None for uid in uids)
-    assert sum(1 for method, path in kube.requests if method == "GET" and "watch=" not in path) == 3
+    lists = [r.uri for r in cluster.requests() if r.verb == "list"]
+    assert len(lists) == 3, lists
+    assert "continue=" not in lists[0] and all("continue=" in uri for uri in lists[1:])
 
 
-def test_lookups_never_call_the_api(kube: FakeKube, source: KubePodSource) -> None:
-    uid = _create(kube, "web-0", app="web")
+def test_lookups_never_call_the_api(cluster: EnricherCluster, source: KubePodSource) -> None:
+    uid = cluster.create("web-0", app="web")
     _until(lambda: source.pod(uid) is not None, "the pod")
-    calls = len(kube.requests)
+    calls = len(cluster.requests())
     for _ in range(10_000):
         source.labels(uid)
         source.pod("unknown-uid")
-    assert len(kube.requests) == calls
+    assert len(cluster.requests()) == calls
 
 
 def test_unreachable_server_is_retried_and_reported() -> None:
@@ -225,8 +252,8 @@ def test_unreachable_server_is_retried_and_reported() -> None:
         pods.stop()
 
 
-def test_stop_ends_an_open_watch(kube: FakeKube) -> None:
-    pods = KubePodSource(kube.api_client(), NODE, watch_timeout=3600)
+def test_stop_ends_an_open_watch(cluster: EnricherCluster) -> None:
+    pods = KubePodSource(cluster.api_client(), cluster.node, watch_timeout=3600)
     pods.start()
     assert pods.wait_synced(30)
     _until(lambda: pods.stats.watches == 1, "the watch")
@@ -235,26 +262,20 @@ def test_stop_ends_an_open_watch(kube: FakeKube) -> None:
 
 
 @pytest.mark.parametrize("name", ["", "a,b", "a=b"])
-def test_node_name_must_be_plain(kube: FakeKube, name: str) -> None:
+def test_node_name_must_be_plain(name: str) -> None:
+    from kubernetes import client
+
     with pytest.raises(ValueError):
-        KubePodSource(kube.api_client(), name)
+        KubePodSource(client.ApiClient(), name)
 
 
-def test_config_from_a_kubeconfig(kube: FakeKube, tmp_path: Path) -> None:
-    kubeconfig = tmp_path / "config"
-    kubeconfig.write_text(
-        f"""apiVersion: v1
-kind: Config
-clusters: [{{name: fake, cluster: {{server: "{kube.url}"}}}}]
-users: [{{name: me, user: {{token: abc}}}}]
-contexts: [{{name: ctx, context: {{cluster: fake, user: me}}}}]
-current-context: ctx
-"""
-    )
-    uid = _create(kube, "web-0", app="web")
-    with KubePodSource(api_client_from_environment(str(kubeconfig)), NODE) as pods:
+def test_config_from_a_kubeconfig(cluster: EnricherCluster, tmp_path: Path) -> None:
+    kubeconfig = cluster.kube.kubeconfig_for_token(cluster.token, tmp_path / "config")
+    uid = cluster.create("web-0", app="web")
+    with KubePodSource(api_client_from_environment(str(kubeconfig)), cluster.node) as pods:
         assert pods.wait_synced(30)
         assert pods.labels(uid) == {"app": "web"}
+    assert [r.verb for r in cluster.requests()][:1] == ["list"]  # as the kubeconfig's service account
 
 
 @pytest.mark.parametrize("content", [None, "", "not: [yaml", "apiVersion: v1\nkind: Config\n"])
@@ -267,42 +288,43 @@ def test_bad_kubeconfig_is_one_clear_line(tmp_path: Path, content: str | None) -
     assert "\n" not in str(err.value) and str(path) in str(err.value)
 
 
-def test_an_outage_is_reported_once_and_so_is_its_end() -> None:
+def test_an_outage_is_reported_once_and_so_is_its_end(cluster: EnricherCluster) -> None:
     """At start and mid-run: one line when the API stops answering (not one per retry), one when it
     answers again; the pods already listed keep their labels meanwhile."""
-    kube = FakeKube(port=FakeKube.free_port(), bookmark_interval=0.2)
-    uid = _create(kube, "web-0", app="web")
+    kube = cluster.kube
+    uid = cluster.create("web-0", app="web")
     reports: list[tuple[str, str]] = []
     pods = KubePodSource(
-        kube.api_client(), NODE, request_timeout=2, retry_min=0.05, retry_max=0.1,
+        cluster.api_client(), cluster.node, request_timeout=2, retry_min=0.05, retry_max=0.1,
         report=lambda code, text: reports.append((code, text)),
     )
-    pods.start()
     try:
-        _until(lambda: pods.stats.errors >= 3, "three failed attempts")
-        assert [code for code, _ in reports] == ["kube_unreachable"]
-        assert reports[0][1] == (
-            f"Kubernetes API at {kube.url}: cannot connect: Connection refused; no pod labels until it "
-            "answers (retrying)"
-        )
-        kube.start()
+        with kube.down():
+            pods.start()
+            _until(lambda: pods.stats.errors >= 3, "three failed attempts")
+            assert [code for code, _ in reports] == ["kube_unreachable"]
+            assert reports[0][1] == (
+                f"Kubernetes API at {kube.url}: cannot connect: Connection refused; no pod labels until "
+                "it answers (retrying)"
+            )
         assert pods.wait_synced(30)
         _until(lambda: len(reports) == 2, "the recovery")
         assert reports[1][0] == "kube_recovered"
-        kube.stop()
-        _until(lambda: len(reports) == 3 and pods.stats.errors >= 6, "the second outage, retried")
-        assert reports[2][0] == "kube_unreachable"
-        assert "pods already listed keep their labels" in reports[2][1]
-        assert len(reports) == 3
-        meta = pods.pod(uid)
-        assert meta is not None and meta.labels == {"app": "web"}
-        kube.start()  # the same store: the watch resumes from its version
-        kube.patch("pods", "web-0", {"metadata": {"labels": {"app": "web2"}}}, "shop")
+        errors = pods.stats.errors
+        with kube.down():
+            _until(
+                lambda: len(reports) == 3 and pods.stats.errors >= errors + 3, "the second outage, retried"
+            )
+            assert reports[2][0] == "kube_unreachable"
+            assert "pods already listed keep their labels" in reports[2][1]
+            assert len(reports) == 3
+            meta = pods.pod(uid)
+            assert meta is not None and meta.labels == {"app": "web"}
+        cluster.label("web-0", app="web2")
         _until(lambda: (m := pods.pod(uid)) is not None and m.labels == {"app": "web2"}, "the change")
         assert [code for code, _ in reports][-1] == "kube_recovered"
     finally:
         pods.stop()
-        kube.stop()
 
 
 def test_socket_errors_are_named_without_the_clients_wrappers() -> None:

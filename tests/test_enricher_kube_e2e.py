@@ -1,7 +1,8 @@
 """`syscribe enrich --kube` end to end: the real command, real audit records from a runc container made
-as CRI-O would for a pod, and the in-repo API server (tests/support/fakekube.py) on 127.0.0.1 reached
-through a kubeconfig. The pod on this node whose uid is the container's `io.kubernetes.pod.uid`
-annotation gives the line its `labels`.
+as CRI-O would for a pod, and a real kube-apiserver (tests/support/kubeapi.py) on 127.0.0.1 reached
+through a kubeconfig with the token of the enricher's service account (bound to the ClusterRole that
+packaging/kubernetes/enricher.yaml ships). The pod on this node whose uid is the container's
+`io.kubernetes.pod.uid` annotation gives the line its `labels`.
 
 Also what happens when the API server is not there: down at start (the enricher starts anyway, says so
 in one line, writes lines without labels, and adds them once the server answers), and gone mid-run (the
@@ -21,14 +22,14 @@ from typing import Any
 import pytest
 
 from tests.support import kubebundle
-from tests.support.fakekube import FakeKube
+from tests.support.enricherkube import EnricherCluster
+from tests.support.kubeapi import KubeAPI
 from tests.support.kubebundle import KubeBundle, crio_like_bundle, run_detached
 from tests.support.prereq import require
 from tests.test_enricher_proctrack_real import ARCHES, SYSCRIBE, EnricherRun, run_enricher, wait_until
 
 pytestmark = pytest.mark.real
 
-NODE = "node-1"
 LOG_CHDIR: dict[str, Any] = {
     "defaultAction": "SCMP_ACT_ALLOW",
     "architectures": ARCHES,
@@ -68,10 +69,10 @@ class Workload:
 
 
 @contextlib.contextmanager
-def workload(rootfs: Path, tmp_path: Path, pod_uid: str) -> Iterator[Workload]:
-    """A shell in a runc container of pod shop/web-0 (uid `pod_uid`) that does `cd /tmp` each time a
+def workload(rootfs: Path, tmp_path: Path, namespace: str, pod_uid: str) -> Iterator[Workload]:
+    """A shell in a runc container of pod NAMESPACE/web-0 (uid `pod_uid`) that does `cd /tmp` each time a
     trigger file appears."""
-    kb = crio_like_bundle(pod="web-0", namespace="shop", container="app", pod_uid=pod_uid)
+    kb = crio_like_bundle(pod="web-0", namespace=namespace, container="app", pod_uid=pod_uid)
     tag = kb.container_id[:12]
     script = (
         f"n=0; while :; do if [ -e /tmp/t-{tag}-$n ]; then cd /tmp; n=$((n+1)); fi; sleep 0.05; done"
@@ -87,16 +88,9 @@ def workload(rootfs: Path, tmp_path: Path, pod_uid: str) -> Iterator[Workload]:
             trigger.unlink(missing_ok=True)
 
 
-def _pod(kube: FakeKube, name: str = "web-0", node: str = NODE, labels: dict[str, str] | None = None) -> str:
-    pod = kube.create(
-        "pods", {"metadata": {"name": name, "labels": labels or LABELS}, "spec": {"nodeName": node}}, "shop"
-    )
-    uid: str = pod["metadata"]["uid"]
-    return uid
-
-
-def _kube_args(kubeconfig: Path) -> tuple[str, ...]:
-    return ("--source", "netlink", "--kube", "--kubeconfig", str(kubeconfig), "--node", NODE)
+def _kube_args(cluster: EnricherCluster, tmp_path: Path) -> tuple[str, ...]:
+    kubeconfig = cluster.kube.kubeconfig_for_token(cluster.token, tmp_path / "kubeconfig")
+    return ("--source", "netlink", "--kube", "--kubeconfig", str(kubeconfig), "--node", cluster.node)
 
 
 @pytest.fixture
@@ -105,58 +99,63 @@ def real(busybox_rootfs: Path) -> Path:
     return busybox_rootfs
 
 
-def test_the_line_carries_the_pods_labels_and_their_changes(real: Path, tmp_path: Path) -> None:
-    with FakeKube(bookmark_interval=0.2) as kube:
-        uid = _pod(kube)
-        # Same name elsewhere: a pod on another node is not this node's business.
-        _pod(kube, name="web-1", node="node-2", labels={"app": "elsewhere"})
-        kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
-        with run_enricher(tmp_path, *_kube_args(kubeconfig)) as e, workload(real, tmp_path, uid) as w:
-            line = w.trigger(e)
-            assert (line["namespace"], line["pod"], line["container"], line["podUID"]) == (
-                "shop", "web-0", "app", uid
-            ), line
-            assert line["labels"] == LABELS and line["action"] == "log", line
-            kube.patch("pods", "web-0", {"metadata": {"labels": {"release": "2"}}}, "shop")
-            changed = w.trigger_until(e, lambda r: r["labels"].get("release") == "2", "the new label")
-            assert changed["labels"] == {**LABELS, "release": "2"}
-        # One list, then watches: never a request per record.
-        gets = [path for method, path in kube.requests if method == "GET" and "/pods" in path]
-        assert gets and all("fieldSelector=spec.nodeName%3Dnode-1" in path for path in gets), gets
-        assert len([p for p in gets if "watch=" not in p]) == 1, gets
+@pytest.fixture
+def cluster(kube_api: KubeAPI, kube_namespace: str) -> EnricherCluster:
+    return EnricherCluster.make(kube_api, kube_namespace)
+
+
+def test_the_line_carries_the_pods_labels_and_their_changes(
+    real: Path, tmp_path: Path, cluster: EnricherCluster
+) -> None:
+    uid = cluster.create("web-0", **LABELS)
+    # Same namespace, another node: not this node's business.
+    cluster.create("web-1", node=f"{cluster.node}-other", app="elsewhere")
+    ns = cluster.namespace
+    with run_enricher(tmp_path, *_kube_args(cluster, tmp_path)) as e, workload(real, tmp_path, ns, uid) as w:
+        line = w.trigger(e)
+        assert (line["namespace"], line["pod"], line["container"], line["podUID"]) == (
+            ns, "web-0", "app", uid
+        ), line
+        assert line["labels"] == LABELS and line["action"] == "log", line
+        cluster.label("web-0", release="2")
+        changed = w.trigger_until(e, lambda r: r["labels"].get("release") == "2", "the new label")
+        assert changed["labels"] == {**LABELS, "release": "2"}
+    # One list, then watches: never a request per record.
+    asked = cluster.requests()
+    selector = f"fieldSelector=spec.nodeName%3D{cluster.node}"
+    assert asked and all(r.verb in ("list", "watch") and selector in r.uri for r in asked), asked
+    assert [r.verb for r in asked].count("list") == 1, asked
     assert "Traceback" not in e.stderr()
 
 
-def test_api_server_down_at_start(real: Path, tmp_path: Path) -> None:
+def test_api_server_down_at_start(real: Path, tmp_path: Path, cluster: EnricherCluster) -> None:
     """Degraded, not failed: the node alone names the pod; labels come when the server answers."""
-    kube = FakeKube(port=FakeKube.free_port(), bookmark_interval=0.2)
-    uid = _pod(kube)  # in its store; the server is not listening yet
-    kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
-    try:
-        with run_enricher(tmp_path, *_kube_args(kubeconfig)) as e, workload(real, tmp_path, uid) as w:
+    uid = cluster.create("web-0", **LABELS)
+    kube, ns = cluster.kube, cluster.namespace
+    with contextlib.ExitStack() as outage:
+        outage.enter_context(kube.down())
+        args = _kube_args(cluster, tmp_path)
+        with run_enricher(tmp_path, *args) as e, workload(real, tmp_path, ns, uid) as w:
             said = [line for line in e.stderr().splitlines() if "did not answer" in line]
             assert len(said) == 1 and kube.url in said[0] and "without pod labels" in said[0], e.stderr()
             line = w.trigger(e)
             assert (line["pod"], line["namespace"], line["container"], line["podUID"]) == (
-                "web-0", "shop", "app", uid
+                "web-0", ns, "app", uid
             )
             assert line["labels"] == {}
-            kube.start()
+            outage.close()  # the API server starts
             labelled = w.trigger_until(e, lambda r: bool(r["labels"]), "a line with labels", 120)
             assert labelled["labels"] == LABELS
             assert e.process.poll() is None
-        assert "Kubernetes API answers again" in e.stderr() and "Traceback" not in e.stderr()
-    finally:
-        kube.stop()
+    assert "Kubernetes API answers again" in e.stderr() and "Traceback" not in e.stderr()
 
 
-def test_api_server_going_away_mid_run(real: Path, tmp_path: Path) -> None:
-    with FakeKube(bookmark_interval=0.2) as kube:
-        uid = _pod(kube)
-        kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
-        with run_enricher(tmp_path, *_kube_args(kubeconfig)) as e, workload(real, tmp_path, uid) as w:
-            assert w.trigger(e)["labels"] == LABELS
-            kube.stop()
+def test_api_server_going_away_mid_run(real: Path, tmp_path: Path, cluster: EnricherCluster) -> None:
+    uid = cluster.create("web-0", **LABELS)
+    kube, ns = cluster.kube, cluster.namespace
+    with run_enricher(tmp_path, *_kube_args(cluster, tmp_path)) as e, workload(real, tmp_path, ns, uid) as w:
+        assert w.trigger(e)["labels"] == LABELS
+        with kube.down():
             wait_until(lambda: f"Kubernetes API at {kube.url}:" in e.stderr(), "the enricher noticing")
             for _ in range(3):  # lines keep coming, with the labels it had
                 line = w.trigger(e)
@@ -175,7 +174,7 @@ def test_a_kubeconfig_that_cannot_be_used_is_one_line(tmp_path: Path) -> None:
     log.write_bytes(b"")
     done = subprocess.run(
         [SYSCRIBE, "enrich", "--source", "auditd", "--input", str(log), "--no-follow",
-         "--kube", "--kubeconfig", str(bad), "--node", NODE],
+         "--kube", "--kubeconfig", str(bad), "--node", "node-1"],
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert done.returncode == 1 and "Traceback" not in done.stderr

@@ -49,6 +49,13 @@ def _bcc() -> str | None:
     return None
 
 
+def _kube() -> str | None:
+    """kube-apiserver and etcd, built by scripts/build-kube.sh (tests/support/kubeapi.py runs them)."""
+    from tests.support.kubeapi import missing
+
+    return missing()
+
+
 def _ebpf() -> str | None:
     return _root() or _btf() or _tracefs() or _library("bpf", "libbpf1")()
 
@@ -70,6 +77,8 @@ CHECKS: dict[str, Callable[[], str | None]] = {
     "auditctl": _program("auditctl", "auditd"),
     "ausearch": _program("ausearch", "auditd"),
     "rsyslogd": _program("rsyslogd", "rsyslog"),
+    "openssl": _program("openssl", "openssl"),
+    "kube": _kube,
 }
 
 
