@@ -7,7 +7,7 @@
 #   scripts/build-kube.sh              build what is missing, print where the binaries are
 #   scripts/build-kube.sh --print-dir  only print the folder the binaries are (or would be) in
 #
-# SYSCRIBE_KUBE_CACHE moves the cache (default ~/.cache/syscribe/kube).
+# SYSCRIBE_KUBE_CACHE moves the cache (default ~/.cache/syscribe/kube); GO names the go command.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,13 +33,16 @@ if [ -x "$dir/kube-apiserver" ] && [ -x "$dir/etcd" ]; then
 fi
 
 # CI may not have Go's folder on PATH: look where the official tarball puts it too.
-go=$(command -v go || true)
+go=${GO:-$(command -v go || true)}
 [ -n "$go" ] || { [ -x /usr/local/go/bin/go ] && go=/usr/local/go/bin/go; }
-if [ -z "$go" ]; then
+if [ -n "${GO:-}" ] && ! command -v "$GO" >/dev/null; then
+  echo "build-kube: Go 1.26+ not found: GO=$GO is not a command; install Go from https://go.dev/dl/" >&2
+  exit 1
+elif [ -z "$go" ]; then
   echo "build-kube: Go 1.26+ not found: not on PATH nor in /usr/local/go/bin; install it from https://go.dev/dl/" >&2
   exit 1
 fi
-version=$("$go" env GOVERSION)
+version=$("$go" env GOVERSION 2>/dev/null || echo "not a working Go")
 minor=$(echo "$version" | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
 if [ -z "$minor" ] || [ "$minor" -lt 26 ]; then
   echo "build-kube: Go 1.26+ not found: $go is $version; install a newer one from https://go.dev/dl/" >&2

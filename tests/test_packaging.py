@@ -1,5 +1,6 @@
 """What an operator installs (packaging/) agrees with the code: the arguments parse with the real
-command, the DaemonSet mounts what the enricher reads, RBAC allows what it calls."""
+command, the DaemonSet mounts what the enricher reads, RBAC allows what it calls, and a real API server
+accepts every object of the manifest."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import pytest
 import yaml
 from syscribe.enricher.cli import enrich
 from syscribe.enricher.containers import DEFAULT_STATE_DIRS
+
+from tests.support.kubeapi import KubeAPI
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "packaging" / "kubernetes" / "enricher.yaml"
@@ -119,3 +122,24 @@ def test_containerfile_installs_with_the_pinned_constraints() -> None:
 def test_the_argument_check_catches_mistakes(bad: list[str]) -> None:
     with pytest.raises(click.UsageError):
         parse_enrich(bad)
+
+
+def test_the_api_server_accepts_the_manifest(kube_api: KubeAPI, kube_namespace: str, tmp_path: Path) -> None:
+    """Each object, applied server side with dryRun=All (validated and admitted, not stored), in the
+    test's namespace instead of `syscribe`: the schema, the priority class, the hostPath types."""
+    from kubernetes import dynamic
+
+    api = dynamic.DynamicClient(kube_api.client(), cache_file=str(tmp_path / "discovery.json"))
+    kinds = []
+    for doc in documents():
+        text = yaml.safe_dump(doc).replace("namespace: syscribe", f"namespace: {kube_namespace}")
+        obj = yaml.safe_load(text)
+        resource = api.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+        namespace = kube_namespace if resource.namespaced else None
+        made = resource.server_side_apply(
+            body=obj, name=obj["metadata"]["name"], namespace=namespace,
+            field_manager="syscribe-test", dry_run="All",
+        )
+        assert made.metadata.name == obj["metadata"]["name"]
+        kinds.append(made.kind)
+    assert "DaemonSet" in kinds and "ClusterRole" in kinds
