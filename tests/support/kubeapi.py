@@ -39,10 +39,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ctypes
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -124,8 +124,6 @@ def missing() -> str | None:
 
 
 def _find_go() -> str | None:
-    import shutil
-
     found = shutil.which("go")
     if found:
         return found
@@ -139,11 +137,11 @@ def free_port() -> int:
         return port
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL it when the test process dies, however it dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+def _die_with_parent(argv: Sequence[str]) -> list[str]:
+    """`argv` under util-linux's setpriv, which has the kernel SIGKILL it when the test process dies,
+    however it dies (no preexec_fn: the test process has threads when it restarts a server)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", *argv] if setpriv else list(argv)
 
 
 def _tail(path: Path, lines: int = 25) -> str:
@@ -172,12 +170,11 @@ class _Process:
             out.write(f"\n=== starting {name}: {' '.join(argv)}\n".encode())
             out.flush()
             self.popen = subprocess.Popen(
-                argv,
+                _die_with_parent(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 (no threads in the child before exec)
             )
 
     def alive(self) -> bool:
