@@ -16,6 +16,8 @@ packages=(
   # the venv (system site packages, so that bcc is importable)
   python3 python3-venv python3-pip
   make git procps iproute2 kmod
+  # the tests' Kubernetes API server: its certificates (tests/support/kubeapi.py)
+  openssl
 )
 
 missing=()

@@ -203,15 +203,16 @@ def test_a_restarted_api_server_drops_the_watch(cluster: EnricherCluster, source
 
 
 def test_expired_version_relists(cluster: EnricherCluster, source: KubePodSource) -> None:
-    """etcd compacted past the source's version while the server was away: its watch gets 410 Gone, it
-    lists again, once."""
+    """etcd compacted past the source's version while the server was away: its watch gets 410 Gone and
+    it lists again (in principle more than once: a list the restarted server answers from etcd can
+    predate its fresh watch cache, which then finds that version too old as well)."""
     before = cluster.create("a")
     _until(lambda: source.pod(before) is not None, "the first pod")
     with cluster.kube.down():
         cluster.kube.compact()
     after = cluster.create("b")
     _until(lambda: source.pod(after) is not None, "the pod created after compaction")
-    assert source.stats.expired == 1 and source.stats.lists == 2
+    assert source.stats.expired >= 1 and source.stats.lists == 1 + source.stats.expired
     assert source.pod(before) is not None
 
 
