@@ -35,9 +35,10 @@ dev: venv
 
 # The real kube-apiserver and etcd the Kubernetes tests run against: built once per machine (needs
 # Go 1.26+; 10-20 min cold) into ~/.cache/syscribe/kube, reused afterwards. Not part of `setup`, so
-# that `make run` does not wait for it.
+# that `make run` does not wait for it. A failed build fails under SYSCRIBE_REQUIRE_REAL=1 (CI);
+# elsewhere the Kubernetes tests skip, saying why.
 kube:
-	bash scripts/build-kube.sh
+	@bash scripts/build-kube.sh || { [ "$$SYSCRIBE_REQUIRE_REAL" != 1 ] && echo "build-kube: the Kubernetes tests will skip"; }
 
 test: setup dev kube
 	$(VENV)/bin/ruff check .
