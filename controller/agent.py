@@ -109,6 +109,7 @@ class Agent:
         node_name: str,
         install_dir: str | None = None,
         rescan: float = 30.0,
+        incomplete_grace: float = INCOMPLETE_GRACE,
         report: Report,
     ) -> None:
         from kubernetes import client
@@ -118,6 +119,7 @@ class Agent:
         self.node_name = node_name
         self.install_dir = Path(install_dir) / "syscribe" if install_dir else None
         self.rescan = rescan
+        self.incomplete_grace = incomplete_grace
         self.report = report
         self.stats = AgentStats()
         self._custom = client.CustomObjectsApi(api_client)
@@ -284,9 +286,9 @@ class Agent:
         if not have_profile and not have_meta:
             return True  # removed meanwhile (processed before a restart, or by hand)
         if not (have_profile and have_meta):
-            if time.monotonic() - entry.first_seen > INCOMPLETE_GRACE:
+            if time.monotonic() - entry.first_seen > self.incomplete_grace:
                 missing = "metadata" if have_profile else "profile"
-                raise RefusedError("IncompleteError", f"the {missing} never appeared beside it")
+                raise RefusedError("Incomplete", f"the {missing} never appeared beside it")
             entry.waiting_for = "the other half of a dump"
             return False
         try:
@@ -300,12 +302,12 @@ class Agent:
         try:
             dump = dumps.read(where, profile_bytes, meta_bytes)
         except dumps.IncompleteError as exc:
-            if time.monotonic() - entry.first_seen > INCOMPLETE_GRACE:
-                raise RefusedError("IncompleteError", str(exc), recording) from None
+            if time.monotonic() - entry.first_seen > self.incomplete_grace:
+                raise RefusedError("Incomplete", str(exc), recording) from None
             entry.waiting_for = "a dump being written"
             return False
         except dumps.UntrustedError as exc:
-            raise RefusedError("UntrustedError", str(exc), recording) from None
+            raise RefusedError("Untrusted", str(exc), recording) from None
         if recording is None:
             raise RefusedError(
                 "NoRecording", f"there is no ProfileRecording {where.namespace}/{where.recording}"
@@ -357,6 +359,8 @@ class Agent:
                     profiles.PLURAL,
                     name,
                 )
+            except RetryLaterError:
+                raise
             except Exception as err:
                 if status_of(err) != 404:
                     raise RefusedError(

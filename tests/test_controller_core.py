@@ -4,6 +4,7 @@ decision, dump trust checks and profile merging. Broken, hostile and huge input 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 from typing import Any
@@ -12,9 +13,6 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from syscribe import profile as prof
-from syscribe.arch import X86_64
 from syscribe.controller import admission, dumppath, dumps, profiles
 from syscribe.controller.recording import (
     LABEL_RECORDING,
@@ -26,6 +24,9 @@ from syscribe.controller.recording import (
     profile_name,
     selecting,
 )
+
+from syscribe import profile as prof
+from syscribe.arch import X86_64
 
 ROOT = "/var/lib/syscribe/profiles"
 
@@ -44,7 +45,7 @@ def rec(name: str = "web", namespace: str = "team-a", **spec: Any) -> Recording:
     return parse_recording(recording_obj(name, namespace, **spec))
 
 
-# --- ProfileRecording ---------------------------------------------------------------------------------------
+# --- ProfileRecording -----------------------------------------------------------------------------
 
 
 def test_a_recording_with_defaults() -> None:
@@ -127,10 +128,8 @@ def test_objects_that_are_not_recordings(obj: object) -> None:
 def test_any_json_is_a_recording_or_a_recording_error(spec: object) -> None:
     obj = recording_obj()
     obj["spec"] = {"podSelector": spec, "containers": spec}
-    try:
+    with contextlib.suppress(RecordingError):
         parse_recording(obj)
-    except RecordingError:
-        pass
 
 
 def test_selecting_is_by_namespace_and_in_name_order() -> None:
@@ -146,7 +145,7 @@ def test_profile_names_fit_kubernetes() -> None:
     assert len(long) == 253 and long != profile_name("r" * 63, "c" * 63, "p" * 199)
 
 
-# --- dump paths ------------------------------------------------------------------------------------------------
+# --- dump paths -----------------------------------------------------------------------------------
 
 
 def test_dump_paths_round_trip() -> None:
@@ -192,7 +191,7 @@ def test_paths_the_webhook_never_makes_are_refused(relative: str) -> None:
         dumppath.parse(relative)
 
 
-# --- the webhook's decision ------------------------------------------------------------------------------------------
+# --- the webhook's decision -----------------------------------------------------------------------
 
 
 def review(
@@ -331,7 +330,7 @@ def test_a_pod_with_broken_parts_is_an_error_not_a_crash() -> None:
         admission.decide(review(broken), [rec()], ROOT)
 
 
-# --- dumps ------------------------------------------------------------------------------------------------------------
+# --- dumps ----------------------------------------------------------------------------------------
 
 WHERE = dumppath.for_pod("team-a", "web", "app", None, "web-", "0e3f9a2c-1111-2222-3333-444455556666")
 PROFILE = prof.dumps(prof.from_names(["read", "write", "exit_group"], X86_64)).encode()
@@ -387,7 +386,7 @@ def test_a_dump_being_written_is_waited_for() -> None:
         dumps.read(WHERE, PROFILE, meta(profileSHA256="0" * 64))
 
 
-# --- profiles -------------------------------------------------------------------------------------------------------
+# --- profiles -------------------------------------------------------------------------------------
 
 
 def test_merging_is_a_union_and_idempotent() -> None:

@@ -131,6 +131,13 @@ def webhook(cert_file: str, key_file: str, bind: str, port: int, root: str, kube
     type=click.FloatRange(0.5, 3600),
     help="Seconds between full scans of the root (events are followed in between).",
 )
+@click.option(
+    "--incomplete-grace",
+    default=120.0,
+    show_default=True,
+    type=click.FloatRange(0.5, 86400),
+    help="Seconds a dump may stay half-written before it goes to quarantine.",
+)
 @click.option("--metrics-port", type=click.IntRange(1, 65535), help="Serve Prometheus metrics on this port.")
 @click.option(
     "--kubeconfig", type=click.Path(dir_okay=False), help="Default: in-cluster, else ~/.kube/config."
@@ -142,6 +149,7 @@ def agent(
     install_profiles: bool,
     seccomp_dir: str,
     rescan: float,
+    incomplete_grace: float,
     metrics_port: int | None,
     kubeconfig: str | None,
 ) -> None:
@@ -163,6 +171,7 @@ def agent(
         node_name=node_name,
         install_dir=seccomp_dir if install_profiles else None,
         rescan=rescan,
+        incomplete_grace=incomplete_grace,
         report=report,
     )
     try:
