@@ -25,13 +25,12 @@ from tests.support.controller import (
     Certificates,
     Webhook,
     apply,
-    apply_manifests,
+    control_plane,
     kubeconfig_for,
     manifest_docs,
     running,
     wait_for,
 )
-from tests.support.prereq import require
 
 SPO = ("security-profiles-operator.x-k8s.io", "v1", "seccompprofiles")
 pytestmark = pytest.mark.slow
@@ -40,24 +39,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def cluster(kube_api: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Manifests applied; the webhook running and registered; kubeconfigs of both service accounts."""
-    require("kube")
     base = tmp_path_factory.mktemp("controller")
-    api = kube_api.client()
-    apply_manifests(api)
-    certs = Certificates(base / "tls")
-    webhook_kubeconfig = kubeconfig_for(kube_api, "syscribe-webhook", base / "webhook.kubeconfig")
-    agent_kubeconfig = kubeconfig_for(kube_api, "syscribe-agent", base / "agent.kubeconfig")
-    hook = Webhook(webhook_kubeconfig, certs, "/var/lib/syscribe/profiles", base / "webhook.log")
-    with running(hook):
-        hook.wait_ready()
-        apply_manifests(api, webhook_url=hook.url, ca_bundle=certs.ca_bundle())
-        yield {
-            "api": api,
-            "webhook": hook,
-            "certs": certs,
-            "agent_kubeconfig": agent_kubeconfig,
-            "base": base,
-        }
+    with control_plane(kube_api, base, "/var/lib/syscribe/profiles") as state:
+        yield state
 
 
 def custom(api: Any) -> Any:

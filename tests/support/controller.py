@@ -313,3 +313,23 @@ def running(process: _Process) -> Iterator[_Process]:
         raise
     else:
         process.stop()
+
+
+@contextlib.contextmanager
+def control_plane(kube: Any, base: Path, root: str) -> Iterator[dict[str, Any]]:
+    """The shipped manifests applied, the webhook running (its own service account) for output root
+    `root` and registered by URL; yields what tests need: `api` (admin), `webhook`, `certs`,
+    `agent_kubeconfig`, `base`."""
+    api = kube.client()
+    apply_manifests(api)
+    certs = Certificates(base / "tls")
+    webhook_kubeconfig = kubeconfig_for(kube, "syscribe-webhook", base / "webhook.kubeconfig")
+    agent_kubeconfig = kubeconfig_for(kube, "syscribe-agent", base / "agent.kubeconfig")
+    hook = Webhook(webhook_kubeconfig, certs, root, base / "webhook.log")
+    state = {"api": api, "webhook": hook, "certs": certs, "agent_kubeconfig": agent_kubeconfig, "base": base}
+    try:
+        hook.wait_ready()
+        apply_manifests(api, webhook_url=hook.url, ca_bundle=certs.ca_bundle())
+        yield state
+    finally:
+        state["webhook"].stop()
