@@ -292,8 +292,13 @@ class Agent:
             entry.waiting_for = "the other half of a dump"
             return False
         try:
+            seen = _identity(profile_file, meta_file)
             profile_bytes = fsutil.read_limited(profile_file, dumps.MAX_PROFILE_BYTES, follow_symlinks=False)
             meta_bytes = fsutil.read_limited(meta_file, dumps.MAX_META_BYTES, follow_symlinks=False)
+            if _identity(profile_file, meta_file) != seen:
+                return False  # rewritten while read (a pod of the same name again): read it again
+        except FileNotFoundError:
+            return False  # taken away meanwhile: the next scan tells whether anything is left
         except fsutil.FsError as exc:
             if not profile_file.exists() or not meta_file.exists():
                 return False
@@ -328,10 +333,16 @@ class Agent:
             f"pod {dump.pod} container {where.container} -> SeccompProfile {name}",
             "Normal",
         )
+        self.stats.processed += 1
+        # The hook may have written this path again meanwhile (a pod of the same name, recreated): such a
+        # dump is new, and stays to be processed in turn.
+        with contextlib.suppress(FileNotFoundError):
+            if _identity(profile_file, meta_file) != seen:
+                entry.first_seen = time.monotonic()
+                return False
         for path in (profile_file, meta_file):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-        self.stats.processed += 1
         return True
 
     def _api(self, what: str, call: Callable[..., Any], *args: Any) -> Any:
@@ -603,6 +614,15 @@ class Agent:
                 self._installed.add(name)
             self.stats.installed = len(self._installed)
         return name if oci is not None else None
+
+
+def _identity(*paths: Path) -> tuple[tuple[int, int, int], ...]:
+    """Which files these are: inode, change time and size (a rewrite by rename changes the inode)."""
+    out = []
+    for path in paths:
+        st = os.stat(path, follow_symlinks=False)
+        out.append((st.st_ino, st.st_mtime_ns, st.st_size))
+    return tuple(out)
 
 
 def _set_condition(status: dict[str, Any], kind: str, value: str, reason: str, message: str) -> bool:
