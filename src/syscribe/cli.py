@@ -18,6 +18,8 @@ COMMANDS: dict[str, str] = {
     "doctor": "syscribe.commands.doctor:doctor",
     "demo": "syscribe.commands.demo:demo",
     "enrich": "syscribe.enricher.cli:enrich",
+    "webhook": "syscribe.commands.controller:webhook",
+    "agent": "syscribe.commands.controller:agent",
 }
 
 

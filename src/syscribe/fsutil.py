@@ -10,6 +10,7 @@ symlink, is syscribe.hooks.output.open_dir.)
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import stat
@@ -127,15 +128,22 @@ def check_writable_dir(path: str | os.PathLike[str]) -> None:
         raise FsError(f"{target} is a directory; name a file to write")
 
 
-def read_limited(path: str | os.PathLike[str], limit: int = DEFAULT_READ_LIMIT) -> bytes:
-    """The contents of a regular file of at most `limit` bytes (not a FIFO, device or directory)."""
+def read_limited(
+    path: str | os.PathLike[str], limit: int = DEFAULT_READ_LIMIT, *, follow_symlinks: bool = True
+) -> bytes:
+    """The contents of a regular file of at most `limit` bytes (not a FIFO, device or directory; not a
+    symlink either, when `follow_symlinks` is false)."""
     shown = os.fspath(path)
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # O_NONBLOCK: a FIFO must not hang the open
+    if not follow_symlinks:
+        flags |= os.O_NOFOLLOW
     try:
-        # O_NONBLOCK so that a FIFO does not hang the open; it is refused below.
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise FsError(f"{shown}: no such file") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow_symlinks:
+            raise FsError(f"{shown}: is a symlink; it is not followed") from None
         raise FsError(f"{shown}: cannot open: {exc.strerror}") from None
     try:
         st = os.fstat(fd)
