@@ -23,7 +23,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -33,10 +32,11 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from syscribe import profile as prof  # noqa: E402
-from syscribe.arch import X86_64  # noqa: E402
 from syscribe.controller import dumppath  # noqa: E402
 from syscribe.controller.recording import GROUP, PLURAL, VERSION  # noqa: E402
+
+from syscribe import profile as prof  # noqa: E402
+from syscribe.arch import X86_64  # noqa: E402
 from tests.support.controller import AgentProcess, control_plane, wait_for  # noqa: E402
 from tests.support.kubeapi import KubeAPI  # noqa: E402
 
@@ -70,7 +70,7 @@ def review_body(i: int) -> bytes:
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def bench_webhook_direct(url: str, ca: Path, reviews: int, concurrency: int) -> tuple[float, list[float]]:
@@ -83,7 +83,7 @@ def bench_webhook_direct(url: str, ca: Path, reviews: int, concurrency: int) -> 
         conn = getattr(local, "conn", None)
         if conn is None:
             conn = local.conn = http.client.HTTPSConnection(
-                "127.0.0.1", int(url.split(":")[2].split("/")[0]), context=context, timeout=30
+                "127.0.0.1", int(url.split(":")[2].split("/", 1)[0]), context=context, timeout=30
             )
         start = time.perf_counter()
         conn.request("POST", "/mutate", body=review_body(i), headers={"Content-Type": "application/json"})
@@ -195,7 +195,8 @@ def main() -> int:
         rate, latencies = bench_through_api(api, namespace, 500, args.concurrency)
         print(
             f"pod CREATE through the API server with the webhook, 500 pods, {args.concurrency} clients: "
-            f"{rate:.0f}/s, p50 {percentile(latencies, 50) * 1000:.1f} ms, p99 {percentile(latencies, 99) * 1000:.1f} ms"
+            f"{rate:.0f}/s, p50 {percentile(latencies, 50) * 1000:.1f} ms, "
+            f"p99 {percentile(latencies, 99) * 1000:.1f} ms"
         )
 
         root, quarantine = Path(tmp) / "root", Path(tmp) / "quarantine"
@@ -234,7 +235,8 @@ def main() -> int:
             )
             total = time.perf_counter() - start
             print(
-                f"agent, {args.burst} dumps at once (written in {written * 1000:.0f} ms): last in the API after "
+                f"agent, {args.burst} dumps at once (written in {written * 1000:.0f} ms): "
+                "last in the API after "
                 f"{total:.2f} s ({args.burst / total:.0f} dumps/s)"
             )
         except AssertionError:

@@ -254,6 +254,9 @@ class KubePodSource:
     def wait_synced(self, timeout: float) -> bool:
         return self._watch.wait_synced(timeout)
 
+    def alive(self) -> bool:
+        return self._watch.alive()
+
     def stop(self, timeout: float = 10.0) -> None:
         self._watch.stop(timeout)
 

@@ -258,8 +258,9 @@ def test_stop_ends_an_open_watch(cluster: EnricherCluster) -> None:
     pods.start()
     assert pods.wait_synced(30)
     _until(lambda: pods.stats.watches == 1, "the watch")
+    assert pods.alive()
     pods.stop(timeout=30)
-    assert pods._thread is not None and not pods._thread.is_alive()
+    assert not pods.alive()
 
 
 @pytest.mark.parametrize("name", ["", "a,b", "a=b"])

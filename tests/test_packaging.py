@@ -138,7 +138,7 @@ def test_the_api_server_accepts_the_manifest(kube_api: KubeAPI, kube_namespace: 
         namespace = kube_namespace if resource.namespaced else None
         made = resource.server_side_apply(
             body=obj, name=obj["metadata"]["name"], namespace=namespace,
-            field_manager="syscribe-test", dry_run="All",
+            field_manager="syscribe-test", dry_run="All", force_conflicts=True,
         )
         assert made.metadata.name == obj["metadata"]["name"]
         kinds.append(made.kind)

@@ -193,6 +193,10 @@ class ListWatch:
     def wait_synced(self, timeout: float) -> bool:
         return self._synced.wait(timeout)
 
+    def alive(self) -> bool:
+        """Whether its thread runs (started and not yet stopped)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("already started")
