@@ -28,8 +28,10 @@ from tests.support.controller import (
     control_plane,
     kubeconfig_for,
     manifest_docs,
+    recording_status,
     running,
     wait_for,
+    wait_pods_recorded,
 )
 
 SPO = ("security-profiles-operator.x-k8s.io", "v1", "seccompprofiles")
@@ -362,19 +364,7 @@ def test_replicas_merge_into_one_profile_installed_on_the_node(
             timeout=30,
         )
         wait_for("the dumps removed", lambda: not any(f.exists() for f in files), timeout=30)
-        status = wait_for(
-            "the recording's status",
-            lambda: (
-                custom(api)
-                .get_namespaced_custom_object(GROUP, VERSION, kube_namespace, PLURAL, own)
-                .get("status", {})
-                .get("podsRecorded")
-                == 3
-                and custom(api).get_namespaced_custom_object(GROUP, VERSION, kube_namespace, PLURAL, own)[
-                    "status"
-                ]
-            ),
-        )
+        status = wait_pods_recorded(api, kube_namespace, own, 3)
         assert status["profiles"] == [name] and status["pods"] == ["web-pod0", "web-pod1", "web-pod2"]
         # Disabled: the node no longer holds it. Deleted: likewise.
         got = get_profile(api, name)
@@ -586,18 +576,7 @@ def test_an_api_outage_and_a_restart_lose_and_duplicate_nothing(
             "the dump made while no agent ran",
             lambda: allowed(get_profile(api, f"{own}-app")) == {"read", "write", "mkdir"},
         )
-        status = wait_for(
-            "three pods",
-            lambda: (
-                (
-                    s := custom(api)
-                    .get_namespaced_custom_object(GROUP, VERSION, kube_namespace, PLURAL, own)
-                    .get("status", {})
-                ).get("podsRecorded")
-                == 3
-                and s
-            ),
-        )
+        status = wait_pods_recorded(api, kube_namespace, own, 3)
     assert status["pods"] == ["web-a", "web-b", "web-c"] and status["profiles"] == [f"{own}-app"]
     assert not list(root.rglob("*.json")) and not quarantined(agent_dirs["quarantine"])
 
@@ -675,7 +654,7 @@ def test_two_agents_merging_at_once_lose_nothing(
     finally:
         for a in agents:
             a.stop()
-    status = custom(api).get_namespaced_custom_object(GROUP, VERSION, kube_namespace, PLURAL, own)["status"]
+    status = recording_status(api, kube_namespace, own)
     assert status["podsRecorded"] == 40
 
 

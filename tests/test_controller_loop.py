@@ -21,7 +21,7 @@ import pytest
 from syscribe.controller.recording import GROUP, PLURAL, VERSION
 
 from syscribe import profile as prof
-from tests.support.controller import AgentProcess, control_plane, running, wait_for
+from tests.support.controller import AgentProcess, control_plane, running, wait_for, wait_pods_recorded
 from tests.support.prereq import require
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -229,19 +229,7 @@ def test_record_a_deployment_by_its_labels(
         seccomp_dir=node["seccomp"],
     )
     with running(agent):
-        status = wait_for(
-            "three replicas in the recording's status",
-            lambda: (
-                (
-                    s := custom(api)
-                    .get_namespaced_custom_object(GROUP, VERSION, kube_namespace, PLURAL, recording)
-                    .get("status", {})
-                ).get("podsRecorded")
-                == 3
-                and s
-            ),
-            timeout=180,
-        )
+        status = wait_pods_recorded(api, kube_namespace, recording, 3, timeout=180)
         wait_for("the profile installed on the node", installed.exists, timeout=60)
         reasons = wait_for(
             "the forged dump quarantined",

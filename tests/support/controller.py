@@ -333,3 +333,24 @@ def control_plane(kube: Any, base: Path, root: str) -> Iterator[dict[str, Any]]:
         yield state
     finally:
         state["webhook"].stop()
+
+
+def recording_status(api: Any, namespace: str, name: str) -> dict[str, Any]:
+    from kubernetes import client
+    from syscribe.controller.recording import GROUP, PLURAL, VERSION
+
+    obj = client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    status: dict[str, Any] = obj.get("status") or {}
+    return status
+
+
+def wait_pods_recorded(
+    api: Any, namespace: str, name: str, pods: int, timeout: float = 60.0
+) -> dict[str, Any]:
+    """The recording's status once it counts `pods` recorded pods."""
+    status: dict[str, Any] = wait_for(
+        f"{pods} pods in {namespace}/{name}'s status",
+        lambda: (s := recording_status(api, namespace, name)).get("podsRecorded") == pods and s,
+        timeout=timeout,
+    )
+    return status
