@@ -26,6 +26,7 @@ from tests.support.controller import (
     Webhook,
     apply,
     control_plane,
+    free_port,
     kubeconfig_for,
     manifest_docs,
     recording_status,
@@ -550,17 +551,35 @@ def test_an_api_outage_and_a_restart_lose_and_duplicate_nothing(
     own = f"{kube_namespace}-outage"
     make_recording(api, kube_namespace, own, mergeStrategy="Containers")
     root = agent_dirs["root"]
-    agent = AgentProcess(cluster["agent_kubeconfig"], root, agent_dirs["quarantine"], tmp_path / "a1.log")
+    port = free_port()
+    agent = AgentProcess(
+        cluster["agent_kubeconfig"],
+        root,
+        agent_dirs["quarantine"],
+        tmp_path / "a1.log",
+        extra=("--metrics-port", str(port)),
+    )
+
+    def metrics() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            return str(r.read().decode())
+
     with running(agent):
         write_dump(root, generated(kube_namespace, own, "app", "b" * 12), ["read"], "web-a")
         wait_for("the first profile", lambda: allowed(get_profile(api, f"{own}-app")) == {"read"})
         with kube_api.down():
             write_dump(root, generated(kube_namespace, own, "app", "c" * 12), ["write"], "web-b")
-            wait_for(
-                "the agent to say what it waits for",
-                lambda: "Kubernetes API" in agent.output() or "cannot connect" in agent.output(),
-                timeout=60,
+            # Its metrics say what it waits for, and it keeps running.
+            waiting = wait_for(
+                "the agent's metrics to say what it waits for",
+                lambda: [
+                    line
+                    for line in metrics().splitlines()
+                    if line.startswith("syscribe_agent_waiting_dumps{") and "cannot connect" in line
+                ],
+                timeout=90,
             )
+            assert waiting[0].endswith(" 1.0") and "syscribe_agent_pending_dumps 1.0" in metrics()
             assert agent.proc.poll() is None
         wait_for(
             "the dump made after the outage",
