@@ -34,7 +34,7 @@ from syscribe.enricher.proctrack import (
     ProcessTracker,
 )
 
-from tests.support import kubebundle
+from tests.support import kubebundle, unprivileged
 from tests.support.kubebundle import crio_like_bundle, run_detached
 from tests.support.prereq import require
 
@@ -244,7 +244,7 @@ def test_datagrams_not_from_the_kernel_are_ignored() -> None:
     assert (31337, 1) not in sink.tracked
 
 
-def _start_tracker_elsewhere(prefix: list[str]) -> subprocess.CompletedProcess[str]:
+def _start_tracker_elsewhere(prefix: list[str], python: str = PYTHON) -> subprocess.CompletedProcess[str]:
     code = (
         "from syscribe.enricher.proctrack import ProcessTracker, TrackerUnavailableError\n"
         "class S:\n"
@@ -258,7 +258,7 @@ def _start_tracker_elsewhere(prefix: list[str]) -> subprocess.CompletedProcess[s
         "    print('unavailable:', exc)\n"
     )
     return subprocess.run(
-        [*prefix, PYTHON, "-c", code], capture_output=True, text=True, timeout=60, check=False
+        [*prefix, python, "-c", code], capture_output=True, text=True, timeout=60, check=False, cwd="/"
     )
 
 
@@ -275,7 +275,8 @@ def test_outside_the_hosts_namespaces_the_kernel_does_not_answer() -> None:
 def test_without_root_it_works_or_says_what_to_do() -> None:
     """Since Linux 6.6 any user may listen; before, binding needs CAP_NET_ADMIN. Either way, one line."""
     require("root")
-    done = _start_tracker_elsewhere(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
+    # A copy nobody can reach: the checkout itself may be closed to other users.
+    done = _start_tracker_elsewhere(unprivileged.NOBODY, str(unprivileged.reachable().python))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "started" or (
         done.stdout.startswith("unavailable:") and "root" in done.stdout and done.stdout.count("\n") == 1
