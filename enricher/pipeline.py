@@ -159,6 +159,8 @@ class Pipeline:
         self.stats = stats or Stats()
         self.report = report or Reporter(metrics, self.stats)
         self.checkpoint_path = checkpoint_path if source.checkpointable else None
+        # Lines from a source anyone could have written to say so (see sources.py).
+        self._unverified = not getattr(source, "verified", True)
         self.metrics_textfile = metrics_textfile
         self._seq = 0
         self._batches: deque[tuple[int, Batch]] = deque()
@@ -374,6 +376,8 @@ class Pipeline:
             # Its carried entry keeps it in the next checkpoints for as long as it may be read again.
             return
         record = _build_record(event, info, self.settings.node)
+        if self._unverified:
+            record["verified"] = False
         if self.filter is not None and not self.filter.accepts(record):
             self.stats.filtered += 1
             if self.metrics is not None:
