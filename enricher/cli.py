@@ -109,7 +109,7 @@ def enrich(
     from syscribe.enricher.events import EventAssembler
     from syscribe.enricher.metrics import Metrics
     from syscribe.enricher.output import Filter, OutputClosedError, OutputError, OutputWriter
-    from syscribe.enricher.pipeline import Pipeline, Reporter, Settings, Stats, restore
+    from syscribe.enricher.pipeline import CheckpointSaveError, Pipeline, Reporter, Settings, Stats, restore
     from syscribe.enricher.sources import SourceError, choose, open_source
 
     if start is None:
@@ -249,7 +249,7 @@ def enrich(
             os.dup2(devnull, sys.stdout.fileno())
             os.close(devnull)
             return
-        except (SourceError, OutputError) as exc:
+        except (SourceError, OutputError, CheckpointSaveError) as exc:
             raise click.ClickException(str(exc)) from None
     if not quiet:
         parse = assembler.stats
