@@ -131,28 +131,32 @@ def from_resource(data: object) -> Profile:
         raise ProfileError("a SeccompProfile resource is an object with apiVersion, kind and spec")
     kind = data.get("kind")
     if kind != KIND:
-        raise ProfileError(f"kind: {_show(kind)}; expected {KIND}")
+        raise ProfileError(f"kind: {_show(kind)}, not {KIND}")
     version = data.get("apiVersion")
     if version not in ACCEPTED_API_VERSIONS:
         raise ProfileError(
-            f"apiVersion: {_show(version)}; expected one of {', '.join(ACCEPTED_API_VERSIONS)}"
+            f"apiVersion: {_show(version)}, not one of {', '.join(ACCEPTED_API_VERSIONS)}"
         )
-    for key in data:
+    for i, key in enumerate(data):
         if key not in _TOP_KEYS:
-            raise ProfileError(f"unknown field {_show(key)} in the resource; known: {', '.join(_TOP_KEYS)}")
+            raise ProfileError(
+                f"unknown field (key {i + 1}) in the resource; known: {', '.join(_TOP_KEYS)}"
+            )
     metadata = data.get("metadata", {})
     if not isinstance(metadata, dict):
         raise ProfileError("metadata: expected an object with name")
     spec = data.get("spec")
     if not isinstance(spec, dict):
         raise ProfileError("spec: missing or not an object; a SeccompProfile needs spec.defaultAction")
-    for key in spec:
+    for i, key in enumerate(spec):
         if key not in _SPEC_KEYS:
-            raise ProfileError(f"spec: unknown field {_show(key)}; known fields: {', '.join(_SPEC_KEYS)}")
+            raise ProfileError(
+                f"spec: unknown field (key {i + 1} of spec); known fields: {', '.join(_SPEC_KEYS)}"
+            )
     base = spec.get("baseProfileName")
     if base not in (None, ""):
         raise ProfileError(
-            f"spec.baseProfileName {_show(base)}: syscribe cannot fetch base profiles; convert the base "
+            "spec.baseProfileName is set: syscribe cannot fetch base profiles; convert the base "
             "profile too, `syscribe merge` both, and drop baseProfileName"
         )
     disabled = spec.get("disabled")
@@ -168,12 +172,19 @@ def from_resource(data: object) -> Profile:
 
 
 def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:60] + "..."
+    """What a value is, not what it says: errors never print the bytes of the file they read."""
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    return prof.json_type(value)
 
 
 # ---------------------------------------------------------------------------------------------------
 # Reading either format
+
+
+# PyYAML's problems quote what they found ("found character '%' that cannot start any token"): the
+# position says where, the quoted bytes are not printed.
+_QUOTED = re.compile(r"""(\bfound(?: [a-z ]+?)?) (?:'[^']*'|"[^"]*")""")
 
 
 def load_yaml(text: str) -> Any:
@@ -188,7 +199,7 @@ def load_yaml(text: str) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
+        problem = _QUOTED.sub(r"\1 (...)", getattr(exc, "problem", None) or type(exc).__name__)
         raise ProfileError(f"not valid YAML: {problem}{where}") from None
     except RecursionError:
         raise ProfileError("YAML nested too deeply; a seccomp profile is at most 6 levels deep") from None
