@@ -17,6 +17,7 @@ from syscribe import arch
 from syscribe import profile as prof
 from syscribe import seccompprofile as spo
 from syscribe.cli import main
+from tests.support.prereq import require
 
 SYSCRIBE = str(Path(sys.executable).parent / "syscribe")
 
@@ -270,6 +271,50 @@ def test_stdout_closed_early_is_not_an_error(tmp_path: Path) -> None:
     )
     assert result.stdout == '{\n  "defau'
     assert "Traceback" not in result.stderr
+
+
+# --- duplicate keys, in every format (issue 9 item 10) ---------------------------------------------------
+
+DUPLICATE_DEFAULT = '{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [], "defaultAction": "SCMP_ACT_ALLOW"}'
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (DUPLICATE_DEFAULT, "a key appears twice in one object (its keys 1 and 3)"),
+        ("\ufeff" + DUPLICATE_DEFAULT, "a key appears twice in one object (its keys 1 and 3)"),  # a BOM
+        ("---\n" + DUPLICATE_DEFAULT, "a key appears twice in one mapping (at line 2 column 53, first at "
+         "line 2 column 2)"),
+        ("defaultAction: SCMP_ACT_ERRNO\nsyscalls: []\ndefaultAction: SCMP_ACT_ALLOW\n",
+         "a key appears twice in one mapping (at line 3 column 1, first at line 1 column 1)"),
+        ("defaultAction: SCMP_ACT_ERRNO\nsyscalls:\n- names: [mkdir]\n  action: SCMP_ACT_ERRNO\n"
+         "  action: SCMP_ACT_ALLOW\n", "a key appears twice in one mapping (at line 5 column 3"),
+        ("apiVersion: security-profiles-operator.x-k8s.io/v1beta1\nkind: SeccompProfile\n"
+         "metadata: {name: p}\nspec:\n  defaultAction: SCMP_ACT_ERRNO\n  defaultAction: SCMP_ACT_ALLOW\n",
+         "a key appears twice in one mapping (at line 6 column 3"),
+    ],
+    ids=["json", "json-after-bom", "json-after-document-marker", "yaml", "yaml-rule", "seccompprofile"],
+)
+def test_duplicate_keys_are_an_error_in_every_format(tmp_path: Path, content: str, fragment: str) -> None:
+    bad = tmp_path / "dup.json"
+    bad.write_bytes(content.encode())
+    for args in (("convert", str(bad)), ("merge", str(bad))):
+        result = run(*args)
+        assert result.returncode == 2, result
+        one_error_line(result, f"{bad}: ")
+        assert fragment in result.stderr
+        assert "SCMP_ACT_ALLOW" not in result.stdout
+
+
+def test_run_does_not_allow_what_a_first_duplicate_key_denies(tmp_path: Path) -> None:
+    require("libseccomp")
+    bad = tmp_path / "dup.json"
+    bad.write_bytes(b"\xef\xbb\xbf" + DUPLICATE_DEFAULT.encode())
+    marker = tmp_path / "ran"
+    result = run("run", "--profile", str(bad), "--", "touch", str(marker))
+    assert result.returncode == 125
+    one_error_line(result, "appears twice")
+    assert not marker.exists()
 
 
 # --- errors name the file, the position and the problem, never the bytes (issue 9 item 11) ---------------

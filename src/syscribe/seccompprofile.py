@@ -182,14 +182,44 @@ def _show(value: object) -> str:
 # Reading either format
 
 
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    """A mapping whose keys are all different: YAML says they must be, PyYAML lets the last one win,
+    and a profile that means one thing to syscribe and another to a runtime is refused in every format."""
+    loader.flatten_mapping(node)
+    seen: dict[Any, yaml.Node] = {}
+    for key_node, _value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.get(key)
+        except TypeError:
+            continue  # an unhashable key: construct_mapping says so
+        if first is not None:
+            at, before = key_node.start_mark, first.start_mark
+            raise ProfileError(
+                f"a key appears twice in one mapping (at line {at.line + 1} column {at.column + 1}, "
+                f"first at line {before.line + 1} column {before.column + 1})"
+            )
+        seen[key] = key_node
+    return loader.construct_mapping(node, deep=True)
+
+
+def _strict_loader() -> type[yaml.SafeLoader]:
+    base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader: type[yaml.SafeLoader] = type("StrictLoader", (base,), {})
+    loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+    return loader
+
+
+_LOADER = _strict_loader()
 # PyYAML's problems quote what they found ("found character '%' that cannot start any token"): the
 # position says where, the quoted bytes are not printed.
 _QUOTED = re.compile(r"""(\bfound(?: [a-z ]+?)?) (?:'[^']*'|"[^"]*")""")
 
 
 def load_yaml(text: str) -> Any:
-    """YAML to Python values, refusing aliases: a few bytes of `*a` can stand for gigabytes of names."""
-    loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    """YAML to Python values, refusing aliases (a few bytes of `*a` can stand for gigabytes of names)
+    and duplicate keys."""
+    loader = _LOADER
     try:
         if "&" in text:  # aliases need an anchor; only then is the slower event scan needed
             for event in yaml.parse(text, Loader=loader):
@@ -207,7 +237,8 @@ def load_yaml(text: str) -> Any:
 
 def loads(text: str | bytes) -> Loaded:
     """Read an OCI seccomp JSON profile or a SeccompProfile (YAML or JSON), whichever `text` holds."""
-    text = prof.as_text(text)
+    # A byte order mark is not part of the document: JSON after one is still read as strict JSON.
+    text = prof.as_text(text).removeprefix("\ufeff")
     stripped = text.lstrip()
     if not stripped:
         raise ProfileError("the file is empty; expected an OCI seccomp profile or a SeccompProfile")
