@@ -51,6 +51,7 @@ KILL_SYNC: dict[str, Any] = {
 NETLINK_AUDIT = 9
 AUDIT_NLGRP_READLOG = 1
 AUDIT_SECCOMP = 1326
+SO_RCVBUFFORCE = 33
 
 
 def wait_until(ready: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
@@ -74,6 +75,9 @@ class AuditTap:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_AUDIT)
+        # The group carries every record on the machine (other tests log every syscall of their
+        # containers): with the default buffer the one record a test waits for could be dropped.
+        self._sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
         self._sock.bind((0, AUDIT_NLGRP_READLOG))
         self._sock.settimeout(0.1)
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -85,7 +89,7 @@ class AuditTap:
             except TimeoutError:
                 continue
             except OSError:
-                continue  # ENOBUFS under load: the records the tests wait for come again or time out
+                continue  # ENOBUFS: dropped records are gone (the 8 MiB buffer makes it unlikely)
             if len(data) < 16:
                 continue
             _length, mtype = struct.unpack_from("=IH", data)
