@@ -391,6 +391,13 @@ def test_enricher_goes_on_without_the_tracker_where_the_kernel_does_not_answer(t
     assert orjson.loads(out.read_bytes().splitlines()[0])["auditID"] == "1700000000.123:77"
 
 
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def test_a_resolver_fed_by_the_tracker_knows_a_container_child_after_it_is_gone(
     real: Path, tmp_path: Path
 ) -> None:
@@ -398,17 +405,25 @@ def test_a_resolver_fed_by_the_tracker_knows_a_container_child_after_it_is_gone(
     kb = crio_like_bundle()
     bundle = kb.write(tmp_path / "bundle", real, ["sleep", "1000"])
     resolver = ContainerResolver()
+    # The exec'd child ends when told to, not after a fixed time: a `sleep 2` could be gone before
+    # `runc ps` looks on a loaded machine.
+    go = real / "tmp" / f"go-{kb.container_id[:12]}"
+    child = f"while [ ! -e /tmp/{go.name} ]; do sleep 0.05; done"
     with ProcessTracker(resolver) as tracker:
         try:
             init = run_detached(bundle, kb.container_id)
-            subprocess.run(["runc", "exec", "-d", kb.container_id, "sleep", "2"], stdin=subprocess.DEVNULL,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=60)
+            subprocess.run(["runc", "exec", "-d", kb.container_id, "sh", "-c", child],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           check=True, timeout=60)
             ps = subprocess.run(["runc", "ps", "--format", "json", kb.container_id], capture_output=True,
                                 text=True, check=True, timeout=60)
-            (pid,) = [p for p in orjson.loads(ps.stdout) if p != init]
-            wait_until(lambda: not Path(f"/proc/{pid}").exists(), "the exec'd sleep gone")
+            # The shell, not the short sleeps of its loop.
+            (pid,) = [p for p in orjson.loads(ps.stdout) if p != init and _comm(p) == "sh"]
+            go.touch()
+            wait_until(lambda: not Path(f"/proc/{pid}").exists(), "the exec'd child gone")
         finally:
             kubebundle.stop(kb)
+            go.unlink(missing_ok=True)
         wait_until(lambda: resolver.stats.exits >= 1, "its exit noted")
     found = resolver.lookup(pid, at=time.time() - 1)
     assert found.settled and found.info is not None, found
