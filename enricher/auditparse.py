@@ -5,7 +5,9 @@ A record is found by its `type=` token wherever the line carries it, so one pars
 - auditd's audit.log, RAW (`type=SECCOMP msg=audit(1613596317.899:6461): auid=...`) and ENRICHED (the
   same, then 0x1D and interpreted UPPERCASE fields, which are dropped: auditd 3.0.9 names the syscall
   for the wrong architecture). When a copy lost the 0x1D (`code=0x7ffc0000AUID="unset"`), the glued
-  UPPERCASE field is cut off the value it sticks to; rsyslog's escaped `#035` counts as the 0x1D;
+  UPPERCASE field is cut off the value it sticks to; rsyslog's escaped `#035` counts as the 0x1D where
+  the record's structure can put it (before an UPPERCASE field, outside quoted values: a process names
+  itself what it likes);
 - `node=NAME type=...` prefixes (auditd `name_format`, audisp forwarding);
 - syslog and kern.log lines: RFC 3164 (`Jul  8 10:31:23 host kernel: [  270.85] audit: type=1326
   audit(...)`), RFC 3339 / 5424 envelopes, `<PRI>` prefixes, printk `[uptime]` and caller ids
