@@ -5,7 +5,9 @@ A record is found by its `type=` token wherever the line carries it, so one pars
 - auditd's audit.log, RAW (`type=SECCOMP msg=audit(1613596317.899:6461): auid=...`) and ENRICHED (the
   same, then 0x1D and interpreted UPPERCASE fields, which are dropped: auditd 3.0.9 names the syscall
   for the wrong architecture). When a copy lost the 0x1D (`code=0x7ffc0000AUID="unset"`), the glued
-  UPPERCASE field is cut off the value it sticks to; rsyslog's escaped `#035` counts as the 0x1D;
+  UPPERCASE field is cut off the value it sticks to; rsyslog's escaped `#035` counts as the 0x1D where
+  the record's structure can put it (before an UPPERCASE field, outside quoted values: a process names
+  itself what it likes);
 - `node=NAME type=...` prefixes (auditd `name_format`, audisp forwarding);
 - syslog and kern.log lines: RFC 3164 (`Jul  8 10:31:23 host kernel: [  270.85] audit: type=1326
   audit(...)`), RFC 3339 / 5424 envelopes, `<PRI>` prefixes, printk `[uptime]` and caller ids
@@ -193,9 +195,7 @@ def record_at(
     separator = buf.find(b"\x1d", body_at, end)  # ENRICHED: what follows is auditd's interpretation
     if separator < 0 and host is not None:
         # rsyslog escapes control characters on receive: through syslog the 0x1D arrives as `#035`.
-        separator = buf.find(b"#035", body_at, end)
-        if separator >= 0 and not buf[separator + 4 : separator + 5].isupper():
-            separator = -1
+        separator = _escaped_separator(buf, body_at, end)
     truncated = False
     if separator >= 0:
         raw = buf[body_at:separator]
@@ -222,6 +222,31 @@ def record_at(
 
 
 _TRAILERS = (b"\r", b"\n", b"\x00")
+_QUOTE_OPEN = re.compile(rb"=[\"']")
+
+
+def _escaped_separator(buf: bytes, start: int, end: int) -> int:
+    """Where rsyslog's `#035` (auditd's 0x1D) ends the record's own fields, or -1.
+
+    Only where the record's structure can put it: followed by an UPPERCASE field name and outside a
+    quoted value. A process chooses its own name (prctl) and path, which the kernel writes quoted, so
+    `comm="x#035Zhide"` is a value, not the end of the record. One pass: quotes are skipped once.
+    """
+    at = start
+    while True:
+        found = buf.find(b"#035", at, end)
+        if found < 0:
+            return -1
+        quote = _QUOTE_OPEN.search(buf, at, found)
+        if quote is not None:
+            close = buf.find(buf[quote.end() - 1 : quote.end()], quote.end(), end)
+            if close < 0:
+                return -1  # an unterminated quote runs to the end of the record
+            at = close + 1
+            continue
+        if buf[found + 4 : found + 5].isupper():
+            return found
+        at = found + 4
 
 
 # key=value, where the key starts a word (or follows a closing quote, where a lost 0x1D glued the next

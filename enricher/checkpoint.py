@@ -62,6 +62,9 @@ class OutputMark:
     dev: int
     inode: int
     offset: int
+    # tail_hash() of the output's line that ends at `offset` ("" at 0), so that a damaged offset is
+    # caught before the output is cut to it; None in checkpoints written before it was kept.
+    tail_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +129,8 @@ def encode(cp: Checkpoint) -> bytes:
             "inode": cp.output.inode,
             "offset": cp.output.offset,
         }
+        if cp.output.tail_hash is not None:
+            doc["output"]["tail_hash"] = cp.output.tail_hash
     return orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE)
 
 
@@ -201,6 +206,7 @@ def decode(data: bytes) -> Checkpoint:
             dev=_int(odoc, "dev", "output"),
             inode=_int(odoc, "inode", "output"),
             offset=_int(odoc, "offset", "output"),
+            tail_hash=_str(odoc, "tail_hash", "output", 64) if "tail_hash" in odoc else None,
         )
     return Checkpoint(source=source, mark=mark, written=tuple(written), output=output)
 

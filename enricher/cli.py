@@ -30,7 +30,7 @@ def _positive_float(ctx: click.Context, param: click.Parameter, value: float) ->
 @click.command("enrich")
 @click.option("--source", type=click.Choice(SOURCES), default="auto", show_default=True,
               help="Where audit records come from (auto: the first that works of auditd's log, netlink, "
-                   "syslog, kmsg).")
+                   "kmsg; syslog only when asked for: its lines are marked unverified).")
 @click.option("--input", "input_path", type=click.Path(path_type=Path, dir_okay=True, exists=False),
               help="The log file to read (auditd: /var/log/audit/audit.log; syslog: kern.log).")
 @click.option("--output", "output", default="-", show_default=True,
@@ -109,7 +109,7 @@ def enrich(
     from syscribe.enricher.events import EventAssembler
     from syscribe.enricher.metrics import Metrics
     from syscribe.enricher.output import Filter, OutputClosedError, OutputError, OutputWriter
-    from syscribe.enricher.pipeline import Pipeline, Reporter, Settings, Stats, restore
+    from syscribe.enricher.pipeline import CheckpointSaveError, Pipeline, Reporter, Settings, Stats, restore
     from syscribe.enricher.sources import SourceError, choose, open_source
 
     if start is None:
@@ -132,6 +132,12 @@ def enrich(
         checkpoint_path = None
         if start == "checkpoint":
             start = "end"
+    if concrete == "syslog" and not quiet:
+        click.echo(
+            f"syscribe enrich: any local user can write kernel-looking lines to {path}: its lines are "
+            'marked "verified": false (auditd, netlink and kmsg carry only what the kernel wrote)',
+            err=True,
+        )
     for (a, a_name), (b, b_name) in (
         ((output_path, "--output"), (path, "--input")),
         ((output_path, "--output"), (checkpoint_path, "--checkpoint")),
@@ -243,7 +249,7 @@ def enrich(
             os.dup2(devnull, sys.stdout.fileno())
             os.close(devnull)
             return
-        except (SourceError, OutputError) as exc:
+        except (SourceError, OutputError, CheckpointSaveError) as exc:
             raise click.ClickException(str(exc)) from None
     if not quiet:
         parse = assembler.stats

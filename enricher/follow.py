@@ -312,13 +312,66 @@ class FileFollower:
             self._continue_in(f, tail, st, mark.offset, live)
             self._say("resumed_rotated", f"resuming in rotated {f.id.path} at byte {mark.offset}")
             return
-        self._say(
-            "checkpoint_gone",
-            f"no file next to {self.path} holds what the checkpoint read (rotated away, deleted or "
-            "rewritten): reading it from the beginning; records between may be missing",
-        )
+        # A damaged checkpoint (an offset past the end or inside a line, another file's inode) still
+        # names the line it ends after: where the live file holds that line, resume after it.
+        located = self._locate_line(live.fd, mark.tail_hash) if live is not None else None
+        if live is not None and located is not None:
+            offset, tail = located
+            self._cur = live
+            self._st = _State(offset=offset, prev_tail=tail)
+            self._say(
+                "checkpoint_relocated",
+                f"the checkpoint's position (inode {mark.inode}, byte {mark.offset}) is not where "
+                f"{self.path} holds the line it ends after; that line is at byte {offset}: resuming there",
+            )
+            return
+        if live is not None and (live.id.dev, live.id.inode) == (mark.dev, mark.inode):
+            self._say(
+                "checkpoint_mismatch",
+                f"{self.path} does not hold the line the checkpoint ends after (rewritten in place, or a "
+                "damaged checkpoint): reading it from the beginning; lines read before that it still "
+                "holds are written again",
+            )
+        else:
+            self._say(
+                "checkpoint_gone",
+                f"no file next to {self.path} holds what the checkpoint read (rotated away, deleted or "
+                "rewritten): reading it from the beginning; records between may be missing",
+            )
         self._cur = live
         self._st = _State()
+
+    @staticmethod
+    def _locate_line(fd: int, want_hash: str) -> tuple[int, bytes] | None:
+        """(offset after, tail) of the first line of the file whose tail hashes to `want_hash`.
+
+        A full read of the file, line by line: only when a checkpoint matches nothing else.
+        """
+        if not want_hash:
+            return None
+        offset = 0
+        carry = b""
+        while True:
+            try:
+                chunk = os.pread(fd, 1 << 20, offset)
+            except OSError:
+                return None
+            if not chunk:
+                return None
+            data = carry + chunk
+            base = offset - len(carry)
+            start = 0
+            while True:
+                end = data.find(b"\n", start)
+                if end < 0:
+                    break
+                tail = data[max(start, end - TAIL_BYTES) : end]
+                if tail and tail_hash(tail) == want_hash:
+                    return base + end + 1, tail
+                start = end + 1
+            # Only the last TAIL_BYTES of a line take part in its hash.
+            carry = data[max(start, len(data) - TAIL_BYTES) :]
+            offset += len(chunk)
 
     def _find_content(
         self, offset: int, want_hash: str, *, inode: tuple[int, int] | None, exclude_inode: int | None

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from syscribe.enricher.checkpoint import OutputMark
+from syscribe.enricher.checkpoint import TAIL_BYTES, OutputMark, line_tail_before, tail_hash
 from syscribe.enricher.containers import ContainerInfo
 from syscribe.enricher.events import AuditEvent
 
@@ -152,6 +152,23 @@ class OutputError(RuntimeError):
     """The output cannot be opened or used at all (not: the disk is full for now)."""
 
 
+class OutputMismatchError(RuntimeError):
+    """The output does not match the checkpoint taken of it; the message says what was done."""
+
+
+def _tail_hash_at(fd: int, offset: int) -> str | None:
+    """tail_hash() of the line of the file at `fd` that ends at `offset`; None where none ends there."""
+    if offset <= 0:
+        return ""
+    begin = max(0, offset - TAIL_BYTES - 2)
+    try:
+        window = os.pread(fd, offset - begin, begin)
+    except OSError:
+        return None
+    tail = line_tail_before(window, begin == 0)
+    return tail_hash(tail) if tail is not None else None
+
+
 class OutputClosedError(RuntimeError):
     """Whoever read our stdout went away."""
 
@@ -223,9 +240,12 @@ class OutputWriter:
     @staticmethod
     def roll_back(path: Path, mark: OutputMark) -> int:
         """Cut `path` back to `mark` when it is the file the mark was taken of and it grew since: those
-        lines were written after the checkpoint and will be written again. Returns the bytes cut."""
+        lines were written after the checkpoint and will be written again. Returns the bytes cut.
+
+        OutputMismatchError when the file does not end a line at the mark where the mark says (a damaged
+        checkpoint): cutting there would drop lines that are never written again, so nothing is cut."""
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
             return 0
         try:
@@ -234,6 +254,12 @@ class OutputWriter:
                 return 0
             if st.st_size <= mark.offset:
                 return 0
+            if mark.tail_hash is not None and _tail_hash_at(fd, mark.offset) != mark.tail_hash:
+                raise OutputMismatchError(
+                    f"the checkpoint says {path} was {mark.offset} bytes long, but no line it wrote ends "
+                    "there (a damaged checkpoint): not cutting it; lines written after the last "
+                    "checkpoint may appear twice"
+                )
             os.ftruncate(fd, mark.offset)
             os.fsync(fd)
             return st.st_size - mark.offset
@@ -241,10 +267,11 @@ class OutputWriter:
             os.close(fd)
 
     def mark(self) -> OutputMark | None:
-        """The output's length as far as complete lines reached it."""
+        """The output's length as far as complete lines reached it, and the hash of the line there."""
         if self.path is None:
             return None
-        return OutputMark(str(self.path), self._dev, self._ino, self._size)
+        tail = _tail_hash_at(self._fd, self._size)
+        return OutputMark(str(self.path), self._dev, self._ino, self._size, tail)
 
     # -- writing -------------------------------------------------------------------------------------
 

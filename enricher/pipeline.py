@@ -41,7 +41,7 @@ from syscribe.enricher.checkpoint import Checkpoint, SourceMark
 from syscribe.enricher.containers import ContainerInfo, Lookup
 from syscribe.enricher.events import AuditEvent, EventAssembler
 from syscribe.enricher.metrics import Metrics
-from syscribe.enricher.output import Filter, OutputClosedError, OutputWriter
+from syscribe.enricher.output import Filter, OutputClosedError, OutputMismatchError, OutputWriter
 from syscribe.enricher.sources import Batch, Source, SourceError
 
 # A warm lookup's answer stands in for the lookup at release time for this long (the same question:
@@ -98,9 +98,14 @@ class Settings:
 
 _ERROR_CODES = frozenset({
     "unreadable", "not_regular", "symlink", "open_error", "read_error", "oversized_line", "missing",
-    "checkpoint_gone", "kmsg_lost", "ratelimited", "netlink_overrun", "foreign",
+    "checkpoint_gone", "checkpoint_mismatch", "checkpoint_relocated", "output_mismatch",
+    "kmsg_lost", "ratelimited", "netlink_overrun", "foreign",
     "output_full", "stat_error", "resolver_error",
 })
+
+
+class CheckpointSaveError(RuntimeError):
+    """The checkpoint could not be saved where the run cannot go on without it (one line)."""
 
 
 class Reporter:
@@ -159,6 +164,8 @@ class Pipeline:
         self.stats = stats or Stats()
         self.report = report or Reporter(metrics, self.stats)
         self.checkpoint_path = checkpoint_path if source.checkpointable else None
+        # Lines from a source anyone could have written to say so (see sources.py).
+        self._unverified = not getattr(source, "verified", True)
         self.metrics_textfile = metrics_textfile
         self._seq = 0
         self._batches: deque[tuple[int, Batch]] = deque()
@@ -374,6 +381,8 @@ class Pipeline:
             # Its carried entry keeps it in the next checkpoints for as long as it may be read again.
             return
         record = _build_record(event, info, self.settings.node)
+        if self._unverified:
+            record["verified"] = False
         if self.filter is not None and not self.filter.accepts(record):
             self.stats.filtered += 1
             if self.metrics is not None:
@@ -389,8 +398,8 @@ class Pipeline:
         writer = self.writer
         if writer.pending and self.checkpoint_path is not None and not self.stats.checkpoints:
             # Before the first line of this run reaches the output, so that a run killed before its
-            # first regular checkpoint is rolled back too.
-            self._checkpoint(now)
+            # first regular checkpoint is rolled back too; without it, stop before writing anything.
+            self._checkpoint(now, must=True)
         while writer.pending:
             done = writer.flush()
             self.stats.written += done
@@ -479,7 +488,9 @@ class Pipeline:
         while written and written[0][0] < resume:
             written.popleft()
 
-    def _checkpoint(self, now: float) -> None:
+    def _checkpoint(self, now: float, *, must: bool = False) -> None:
+        """Save where a restart resumes. A failure is reported and tried again at the next interval;
+        with `must` (the first before any output, the last at exit) it raises CheckpointSaveError."""
         self._last_checkpoint = now
         if self.checkpoint_path is None:
             return
@@ -507,6 +518,11 @@ class Pipeline:
         try:
             cpmod.save(self.checkpoint_path, cp, durable=self.settings.durable)
         except OSError as exc:
+            if must:
+                raise CheckpointSaveError(
+                    f"cannot save the checkpoint {self.checkpoint_path}: {exc}; the next run resumes "
+                    "from the last checkpoint saved (or --start) and writes what came after it again"
+                ) from None
             self.report("checkpoint_error", f"cannot write the checkpoint: {exc}")
             return
         self.stats.checkpoints += 1
@@ -525,7 +541,7 @@ class Pipeline:
             if self.writer.error is not None:
                 time.sleep(self.settings.blocked_retry)
         self._account_losses()
-        self._checkpoint(time.monotonic())
+        self._checkpoint(time.monotonic(), must=True)
         self._write_textfile()
 
 
@@ -573,11 +589,18 @@ def restore(checkpoint_path: Path | None, source_name: str, report: Callable[[st
                f"checkpoint {checkpoint_path} is for source {cp.source}, not {source_name}: not using it")
         return None
     if cp.output is not None and output_path is not None and Path(cp.output.path) == output_path:
-        cut = OutputWriter.roll_back(output_path, cp.output)
+        try:
+            cut = OutputWriter.roll_back(output_path, cp.output)
+        except OutputMismatchError as exc:
+            report("output_mismatch", str(exc))
+            cut = 0
         if cut:
             report("output_rolled_back", f"cut {cut} bytes written to {output_path} after the last "
                    "checkpoint; they are written again")
     return cp
 
 
-__all__ = ["OutputClosedError", "Pipeline", "Reporter", "Settings", "SourceError", "Stats", "restore"]
+__all__ = [
+    "CheckpointSaveError", "OutputClosedError", "Pipeline", "Reporter", "Settings", "SourceError", "Stats",
+    "restore",
+]

@@ -7,6 +7,9 @@ checkpoint).
 
 - `auditd`: auditd's log file (default /var/log/audit/audit.log), followed across rotation.
 - `syslog`: kern.log / syslog / messages, the same way (the records are the kernel's printk lines).
+  Unverified: any local user can put a line that looks like the kernel's into these files (`logger -t
+  kernel`), and nothing in the file tells it apart, so this source is never chosen by `auto` and its
+  lines say `"verified": false`. The other three carry only what the kernel or auditd wrote.
 - `kmsg`: the kernel ring buffer /dev/kmsg; the position is the record's sequence number, valid for
   one boot (the checkpoint keeps the boot id).
 - `netlink`: the audit multicast group (NETLINK_AUDIT, group AUDIT_NLGRP_READLOG). Every record, no
@@ -14,10 +17,11 @@ checkpoint).
   gone, so this source has no checkpoint.
 
 `auto` takes the first that works of: auditd's log when an audit daemon is registered with the kernel
-(or, when that cannot be asked, when its log exists); the netlink group; a syslog file; /dev/kmsg. The
-order puts complete and resumable first: auditd gets every record and keeps them; netlink gets every
-record but only while we run; syslog and kmsg only get what printk let through its rate limit (10 lines
-per 5 s by default) and only while no auditd takes the records.
+(or, when that cannot be asked, when its log exists); the netlink group; /dev/kmsg. The order puts
+complete and resumable first: auditd gets every record and keeps them; netlink gets every record but
+only while we run; kmsg only gets what printk let through its rate limit (10 lines per 5 s by default)
+and only while no auditd takes the records. A syslog file is read only when asked for (`--source
+syslog`, or an `--input` not named audit*): what it holds may not come from the kernel.
 """
 
 from __future__ import annotations
@@ -73,6 +77,8 @@ class Batch:
 class Source(Protocol):
     name: str
     checkpointable: bool
+    # False when others than the kernel and auditd can write what the source reads (syslog files).
+    verified: bool
 
     @property
     def eof(self) -> bool: ...
@@ -93,6 +99,7 @@ def _no_mark(_index: int) -> SourceMark | None:
 
 class FileSource:
     checkpointable = True
+    verified: bool
 
     def __init__(
         self,
@@ -108,6 +115,7 @@ class FileSource:
     ) -> None:
         self.name = name
         self.path = path
+        self.verified = name != "syslog"
         self._follower = FileFollower(
             path, follow=follow, start=start, mark=mark, report=report, max_line=max_line,
             rotate_grace=rotate_grace,
@@ -184,6 +192,7 @@ class _KmsgLocator:
 class KmsgSource:
     name = "kmsg"
     checkpointable = True
+    verified = True  # userspace's lines are told apart by their facility and not taken
 
     def __init__(
         self,
@@ -337,6 +346,7 @@ class NetlinkSource:
 
     name = "netlink"
     checkpointable = False
+    verified = True  # only the kernel (port id 0) is taken
 
     def __init__(self, *, follow: bool = True, report: Report | None = None, rcvbuf: int = 8 << 20,
                  max_batch: int = 4096) -> None:
@@ -493,14 +503,13 @@ def choose(source: str, input_path: Path | None) -> tuple[str, Path | None]:
         return "auditd", AUDIT_LOG
     if _netlink_usable():
         return "netlink", None
-    path = default_syslog_file()
-    if path is not None:
-        return "syslog", path
     if os.access(KMSG, os.R_OK):
         return "kmsg", KMSG
+    # Not a syslog file, even when there is one: any local user can write kernel-looking lines into it.
     raise SourceError(
-        "no audit source found: no auditd log, no netlink access, no syslog file, no /dev/kmsg; "
-        "run as root or give --source and --input"
+        "no audit source found: no auditd log, no netlink access, no /dev/kmsg; run as root, or read "
+        "a syslog file with --source syslog (its lines are marked unverified: any local user can "
+        "write to it)"
     )
 
 

@@ -17,6 +17,7 @@ from syscribe import arch
 from syscribe import profile as prof
 from syscribe import seccompprofile as spo
 from syscribe.cli import main
+from tests.support.prereq import require
 
 SYSCRIBE = str(Path(sys.executable).parent / "syscribe")
 
@@ -139,14 +140,14 @@ def test_merge_errors(ab: tuple[Path, Path], tmp_path: Path, args: tuple[str, ..
         ("[1, 2]", "the file holds a list"),
         (
             '{"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_Z80"]}',
-            "unknown architecture 'SCMP_ARCH_Z80'; valid:",
+            "architectures[0]: unknown architecture (a string of 13 characters); valid:",
         ),
-        ('{"defaultAction": "SCMP_ACT_MAYBE"}', "defaultAction: unknown action 'SCMP_ACT_MAYBE'"),
+        ('{"defaultAction": "SCMP_ACT_MAYBE"}', "defaultAction: unknown action (a string of 14 characters)"),
         (
             '{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": [], "action": "SCMP_ACT_ALLOW"}]}',
             "names: empty",
         ),
-        ("kind: SeccompProfile\napiVersion: v9\n", "apiVersion: 'v9'"),
+        ("kind: SeccompProfile\napiVersion: v9\n", "apiVersion: a string of 2 characters, not one of"),
         ("a: &x [1]\nb: *x\n", "aliases"),
         ("\x00\x01\x02", "not valid YAML"),
     ],
@@ -248,7 +249,7 @@ def test_installed_command_errors_are_one_line(tmp_path: Path) -> None:
     one_error_line(result, "does not exist")
     result = run("convert", str(bad))
     assert result.returncode == 2
-    one_error_line(result, "unknown architecture 'arm64'")
+    one_error_line(result, "architectures[0]: unknown architecture (a string of 5 characters)")
     assert sorted(tmp_path.iterdir()) == [bad, good]
 
 
@@ -270,3 +271,89 @@ def test_stdout_closed_early_is_not_an_error(tmp_path: Path) -> None:
     )
     assert result.stdout == '{\n  "defau'
     assert "Traceback" not in result.stderr
+
+
+# --- duplicate keys, in every format (issue 9 item 10) ---------------------------------------------------
+
+DUPLICATE_DEFAULT = '{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [], "defaultAction": "SCMP_ACT_ALLOW"}'
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (DUPLICATE_DEFAULT, "a key appears twice in one object (its keys 1 and 3)"),
+        ("\ufeff" + DUPLICATE_DEFAULT, "a key appears twice in one object (its keys 1 and 3)"),  # a BOM
+        ("---\n" + DUPLICATE_DEFAULT, "a key appears twice in one mapping (at line 2 column 53, first at "
+         "line 2 column 2)"),
+        ("defaultAction: SCMP_ACT_ERRNO\nsyscalls: []\ndefaultAction: SCMP_ACT_ALLOW\n",
+         "a key appears twice in one mapping (at line 3 column 1, first at line 1 column 1)"),
+        ("defaultAction: SCMP_ACT_ERRNO\nsyscalls:\n- names: [mkdir]\n  action: SCMP_ACT_ERRNO\n"
+         "  action: SCMP_ACT_ALLOW\n", "a key appears twice in one mapping (at line 5 column 3"),
+        ("apiVersion: security-profiles-operator.x-k8s.io/v1beta1\nkind: SeccompProfile\n"
+         "metadata: {name: p}\nspec:\n  defaultAction: SCMP_ACT_ERRNO\n  defaultAction: SCMP_ACT_ALLOW\n",
+         "a key appears twice in one mapping (at line 6 column 3"),
+    ],
+    ids=["json", "json-after-bom", "json-after-document-marker", "yaml", "yaml-rule", "seccompprofile"],
+)
+def test_duplicate_keys_are_an_error_in_every_format(tmp_path: Path, content: str, fragment: str) -> None:
+    bad = tmp_path / "dup.json"
+    bad.write_bytes(content.encode())
+    for args in (("convert", str(bad)), ("merge", str(bad))):
+        result = run(*args)
+        assert result.returncode == 2, result
+        one_error_line(result, f"{bad}: ")
+        assert fragment in result.stderr
+        assert "SCMP_ACT_ALLOW" not in result.stdout
+
+
+def test_run_does_not_allow_what_a_first_duplicate_key_denies(tmp_path: Path) -> None:
+    require("libseccomp")
+    bad = tmp_path / "dup.json"
+    bad.write_bytes(b"\xef\xbb\xbf" + DUPLICATE_DEFAULT.encode())
+    marker = tmp_path / "ran"
+    result = run("run", "--profile", str(bad), "--", "touch", str(marker))
+    assert result.returncode == 125
+    one_error_line(result, "appears twice")
+    assert not marker.exists()
+
+
+# --- errors name the file, the position and the problem, never the bytes (issue 9 item 11) ---------------
+
+SECRET = "root:$y$j9T$Zq8S3cr3tHashXyz:19000:0:99999:7:::"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        SECRET + "\ndaemon:*:19000:0:99999:7:::\n",  # a shadow file
+        f'{{"{SECRET}": 1}}',
+        f'{{"defaultAction": "SCMP_ACT_ERRNO", "{SECRET}": 1}}',
+        f'{{"defaultAction": "{SECRET}"}}',
+        f'{{"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["{SECRET}"]}}',
+        f'{{"defaultAction": "SCMP_ACT_LOG", "syscalls": [{{"names": ["{SECRET}"], "action": "x"}}]}}',
+        f'{{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{{"names": ["read"], "action": "{SECRET}"}}]}}',
+        f'{{"{SECRET}": 1, "{SECRET}": 2}}',
+        f"{SECRET}: 1\n{SECRET}: 2\n",
+        f"kind: '{SECRET}'\napiVersion: x\n",
+        f"kind: SeccompProfile\napiVersion: '{SECRET}'\n",
+        f"apiVersion: security-profiles-operator.x-k8s.io/v1\nkind: SeccompProfile\n'{SECRET}': 1\n",
+        "apiVersion: security-profiles-operator.x-k8s.io/v1\nkind: SeccompProfile\nmetadata: {name: p}\n"
+        f"spec:\n  defaultAction: SCMP_ACT_ERRNO\n  baseProfileName: {SECRET.replace(':', '-')}\n",
+        f"a: b\nc: %{SECRET}\n",
+        f'{{"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1{"9" * 40}}}',
+    ],
+)
+def test_errors_never_print_what_the_file_holds(tmp_path: Path, content: str) -> None:
+    secret = tmp_path / "shadow"
+    secret.write_text(content)
+    secret.chmod(0o600)
+    link = tmp_path / "innocent.json"
+    link.symlink_to(secret)
+    ok = write_profile(tmp_path / "ok.json", "read")
+    for args in (("merge", str(ok), str(link)), ("convert", str(link)),
+                 ("merge", "--check", str(ok), str(link))):
+        result = run(*args)
+        assert result.returncode == 2, result
+        one_error_line(result, f"{link}: ")
+        for piece in ("j9T", "Zq8S3cr3t", "99999", "9" * 20):
+            assert piece not in result.stderr, result.stderr

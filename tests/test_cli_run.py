@@ -4,8 +4,11 @@ and the installed command. Enforcement itself is in test_seccomp.py."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ from click.testing import CliRunner, Result
 from syscribe import arch
 from syscribe import profile as prof
 from syscribe.cli import main
+from tests.support import unprivileged
 from tests.support.prereq import require
 
 SYSCRIBE = str(Path(sys.executable).parent / "syscribe")
@@ -132,3 +136,54 @@ def test_installed_command_not_found(good: Path) -> None:
     )
     assert result.returncode == 127
     assert result.stderr == "syscribe: no-such-command-xyz: command not found\n"
+
+
+# --- a command killed by its own profile is told so (issue 9 item 12) ------------------------------------
+
+
+def write_json(path: Path, doc: object) -> Path:
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_a_profile_without_exit_group_is_named(tmp_path: Path) -> None:
+    require("libseccomp")
+    profile = write_json(tmp_path / "p.json", {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["exit_group", "exit"], "action": "SCMP_ACT_ERRNO"}],
+    })
+    done = subprocess.run([SYSCRIBE, "run", "--profile", str(profile), "--", "true"], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 128 + signal.SIGSEGV
+    one_error_line(done, "true crashed (SIGSEGV) because its own profile does not allow exit_group")
+
+
+def test_a_kill_names_the_syscall_from_the_audit_record(tmp_path: Path) -> None:
+    require("root", "libseccomp")
+    profile = write_json(tmp_path / "p.json", {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["sync"], "action": "SCMP_ACT_KILL_PROCESS"}],
+    })
+    done = subprocess.run([SYSCRIBE, "run", "--profile", str(profile), "--", "sync"], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 128 + signal.SIGSYS
+    one_error_line(done, "sync was killed by its own profile (SIGSYS) at sync (x86_64, kill_process)")
+    # Without CAP_AUDIT_READ the record cannot be read: the signal still tells it was the profile.
+    copy = unprivileged.reachable()
+    with tempfile.TemporaryDirectory() as reachable_dir:
+        where = Path(reachable_dir) / "p.json"
+        where.write_text(profile.read_text())
+        os.chmod(reachable_dir, 0o755)
+        where.chmod(0o644)
+        done = subprocess.run([*unprivileged.NOBODY, str(copy.syscribe), "run", "--profile", str(where), "--",
+                               "sync"], capture_output=True, text=True, timeout=60, check=False, cwd="/")
+    assert done.returncode == 128 + signal.SIGSYS
+    one_error_line(done, "sync was killed by SIGSYS, the signal of a seccomp kill")
+
+
+def test_a_crash_of_its_own_is_not_blamed_on_the_profile(tmp_path: Path) -> None:
+    require("libseccomp")
+    profile = write_json(tmp_path / "p.json", {"defaultAction": "SCMP_ACT_ALLOW"})
+    done = subprocess.run([SYSCRIBE, "run", "--profile", str(profile), "--", "sh", "-c", "kill -SEGV $$"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 128 + signal.SIGSEGV and done.stderr == ""

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from syscribe import doctor
 from syscribe.doctor import Check, Env, Result
+from tests.support import unprivileged
 from tests.support.prereq import require
 
 SYSCRIBE = str(Path(sys.executable).parent / "syscribe")
@@ -36,12 +37,14 @@ def test_an_unprivileged_user_is_told_what_is_missing() -> None:
     require("root")
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) is needed to drop to an unprivileged user")
+    # A copy nobody can reach: the checkout itself may be closed to other users.
     result = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", SYSCRIBE, "doctor"],
+        [*unprivileged.NOBODY, str(unprivileged.reachable().syscribe), "doctor"],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        cwd="/",
     )
     assert result.returncode == 1
     assert "FAIL  root" in result.stdout and "run syscribe as root" in result.stdout

@@ -15,6 +15,7 @@ import orjson
 import pytest
 from syscribe.enricher import checkpoint as cpmod
 
+from tests.support import unprivileged
 from tests.support.prereq import require
 
 SYSCRIBE = str(Path(sys.executable).parent / "syscribe")
@@ -195,8 +196,9 @@ def test_unreadable_input_and_sources_that_need_root(tmp_path: Path) -> None:
     env = {**os.environ, "HOME": "/tmp"}
 
     def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*nobody, SYSCRIBE, "enrich", *args], capture_output=True, text=True,
-                              timeout=60, check=False, env=env)
+        # A copy nobody can reach: the checkout itself may be closed to other users.
+        return subprocess.run([*nobody, str(unprivileged.reachable().syscribe), "enrich", *args],
+                              capture_output=True, text=True, timeout=60, check=False, env=env, cwd="/")
 
     done = as_nobody("--input", str(log), "--no-follow")
     assert done.returncode == 1 and "permission denied" in one_line_error(done).lower()

@@ -46,14 +46,26 @@ class Workload:
     tag: str
     sent: int = 0
 
-    def trigger(self, e: EnricherRun) -> dict[str, Any]:
-        """Make the container's shell `cd` once (a logged chdir) and return that record's line."""
+    def trigger(self, e: EnricherRun, timeout: float = 60.0) -> dict[str, Any]:
+        """Make the container's shell `cd` (a logged chdir) and return the line of a record it made.
+
+        The netlink group may drop a record (a buffer overrun, counted by the enricher): another `cd`
+        makes another record, so the shell is asked again every few seconds until a line comes.
+        """
         seen = {r["auditID"] for r in e.records() if r["pid"] == self.pid}
-        (self.tmp / f"t-{self.tag}-{self.sent}").touch()
-        self.sent += 1
-        return e.wait_for(
-            lambda r: r["pid"] == self.pid and r["syscallName"] == "chdir" and r["auditID"] not in seen
-        )
+
+        def new_chdir(r: dict[str, Any]) -> bool:
+            return r["pid"] == self.pid and r["syscallName"] == "chdir" and r["auditID"] not in seen
+
+        deadline = time.monotonic() + timeout
+        while True:
+            (self.tmp / f"t-{self.tag}-{self.sent}").touch()
+            self.sent += 1
+            try:
+                return e.wait_for(new_chdir, timeout=min(10.0, max(0.1, deadline - time.monotonic())))
+            except AssertionError:
+                if time.monotonic() >= deadline or e.process.poll() is not None:
+                    raise
 
     def trigger_until(
         self, e: EnricherRun, good: Callable[[dict[str, Any]], bool], what: str, timeout: float = 60.0

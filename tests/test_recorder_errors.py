@@ -19,6 +19,7 @@ from syscribe.command import (
 from syscribe.recorder import open_tracer
 from syscribe.recorder.base import RecorderError
 from syscribe.recorder.workload import record_command, run_traced
+from tests.support import unprivileged
 from tests.support.prereq import require
 
 
@@ -147,8 +148,9 @@ for call in (lambda: open_tracer("auto"), lambda: record_command(["/bin/busybox"
 def test_not_root() -> None:
     require("root")
     out = subprocess.run(
-        [sys.executable, "-c", NOT_ROOT_SCRIPT], user="nobody", check=True, capture_output=True, text=True,
-        cwd="/",
+        # A copy nobody can reach: the checkout itself may be closed to other users.
+        [str(unprivileged.reachable().python), "-c", NOT_ROOT_SCRIPT], user="nobody", check=True,
+        capture_output=True, text=True, cwd="/",
     )
     lines = out.stdout.splitlines()
     assert lines[0] == "RecorderError | recording syscalls with eBPF needs root; run as root (e.g. sudo)"

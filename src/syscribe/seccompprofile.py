@@ -131,28 +131,32 @@ def from_resource(data: object) -> Profile:
         raise ProfileError("a SeccompProfile resource is an object with apiVersion, kind and spec")
     kind = data.get("kind")
     if kind != KIND:
-        raise ProfileError(f"kind: {_show(kind)}; expected {KIND}")
+        raise ProfileError(f"kind: {_show(kind)}, not {KIND}")
     version = data.get("apiVersion")
     if version not in ACCEPTED_API_VERSIONS:
         raise ProfileError(
-            f"apiVersion: {_show(version)}; expected one of {', '.join(ACCEPTED_API_VERSIONS)}"
+            f"apiVersion: {_show(version)}, not one of {', '.join(ACCEPTED_API_VERSIONS)}"
         )
-    for key in data:
+    for i, key in enumerate(data):
         if key not in _TOP_KEYS:
-            raise ProfileError(f"unknown field {_show(key)} in the resource; known: {', '.join(_TOP_KEYS)}")
+            raise ProfileError(
+                f"unknown field (key {i + 1}) in the resource; known: {', '.join(_TOP_KEYS)}"
+            )
     metadata = data.get("metadata", {})
     if not isinstance(metadata, dict):
         raise ProfileError("metadata: expected an object with name")
     spec = data.get("spec")
     if not isinstance(spec, dict):
         raise ProfileError("spec: missing or not an object; a SeccompProfile needs spec.defaultAction")
-    for key in spec:
+    for i, key in enumerate(spec):
         if key not in _SPEC_KEYS:
-            raise ProfileError(f"spec: unknown field {_show(key)}; known fields: {', '.join(_SPEC_KEYS)}")
+            raise ProfileError(
+                f"spec: unknown field (key {i + 1} of spec); known fields: {', '.join(_SPEC_KEYS)}"
+            )
     base = spec.get("baseProfileName")
     if base not in (None, ""):
         raise ProfileError(
-            f"spec.baseProfileName {_show(base)}: syscribe cannot fetch base profiles; convert the base "
+            "spec.baseProfileName is set: syscribe cannot fetch base profiles; convert the base "
             "profile too, `syscribe merge` both, and drop baseProfileName"
         )
     disabled = spec.get("disabled")
@@ -168,17 +172,54 @@ def from_resource(data: object) -> Profile:
 
 
 def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:60] + "..."
+    """What a value is, not what it says: errors never print the bytes of the file they read."""
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    return prof.json_type(value)
 
 
 # ---------------------------------------------------------------------------------------------------
 # Reading either format
 
 
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    """A mapping whose keys are all different: YAML says they must be, PyYAML lets the last one win,
+    and a profile that means one thing to syscribe and another to a runtime is refused in every format."""
+    loader.flatten_mapping(node)
+    seen: dict[Any, yaml.Node] = {}
+    for key_node, _value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.get(key)
+        except TypeError:
+            continue  # an unhashable key: construct_mapping says so
+        if first is not None:
+            at, before = key_node.start_mark, first.start_mark
+            raise ProfileError(
+                f"a key appears twice in one mapping (at line {at.line + 1} column {at.column + 1}, "
+                f"first at line {before.line + 1} column {before.column + 1})"
+            )
+        seen[key] = key_node
+    return loader.construct_mapping(node, deep=True)
+
+
+def _strict_loader() -> type[yaml.SafeLoader]:
+    base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader: type[yaml.SafeLoader] = type("StrictLoader", (base,), {})
+    loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+    return loader
+
+
+_LOADER = _strict_loader()
+# PyYAML's problems quote what they found ("found character '%' that cannot start any token"): the
+# position says where, the quoted bytes are not printed.
+_QUOTED = re.compile(r"""(\bfound(?: [a-z ]+?)?) (?:'[^']*'|"[^"]*")""")
+
+
 def load_yaml(text: str) -> Any:
-    """YAML to Python values, refusing aliases: a few bytes of `*a` can stand for gigabytes of names."""
-    loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    """YAML to Python values, refusing aliases (a few bytes of `*a` can stand for gigabytes of names)
+    and duplicate keys."""
+    loader = _LOADER
     try:
         if "&" in text:  # aliases need an anchor; only then is the slower event scan needed
             for event in yaml.parse(text, Loader=loader):
@@ -188,7 +229,7 @@ def load_yaml(text: str) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
+        problem = _QUOTED.sub(r"\1 (...)", getattr(exc, "problem", None) or type(exc).__name__)
         raise ProfileError(f"not valid YAML: {problem}{where}") from None
     except RecursionError:
         raise ProfileError("YAML nested too deeply; a seccomp profile is at most 6 levels deep") from None
@@ -196,7 +237,8 @@ def load_yaml(text: str) -> Any:
 
 def loads(text: str | bytes) -> Loaded:
     """Read an OCI seccomp JSON profile or a SeccompProfile (YAML or JSON), whichever `text` holds."""
-    text = prof.as_text(text)
+    # A byte order mark is not part of the document: JSON after one is still read as strict JSON.
+    text = prof.as_text(text).removeprefix("\ufeff")
     stripped = text.lstrip()
     if not stripped:
         raise ProfileError("the file is empty; expected an OCI seccomp profile or a SeccompProfile")

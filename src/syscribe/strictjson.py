@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-_SHOWN = 60
-
 
 def loads(text: str | bytes) -> Any:
     """json.loads, refusing duplicate keys and non-standard constants with a ValueError that says so."""
@@ -21,8 +19,11 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            shown = key if len(key) <= _SHOWN else key[:_SHOWN] + "..."
-            raise ValueError(f"key {shown!r} appears twice in one object")
+            # Where, not what: the file may not be the JSON it was meant to be, and its bytes are not
+            # ours to print (a CLI run as root on someone else's file).
+            first = next(i for i, (k, _v) in enumerate(pairs) if k == key)
+            again = next(i for i, (k, _v) in enumerate(pairs) if k == key and i > first)
+            raise ValueError(f"a key appears twice in one object (its keys {first + 1} and {again + 1})")
         out[key] = value
     return out
 

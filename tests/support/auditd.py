@@ -162,15 +162,29 @@ global(workDirectory="{directory}")
 module(load="imkmsg")
 kern.* action(type="omfile" file="{log}" template="RSYSLOG_TraditionalFileFormat")
 """
+# What a node's rsyslogd also does: take local programs' messages from a socket (here a private one,
+# not /dev/log) and write everything to syslog, as Debian's `*.*;auth,authpriv.none /var/log/syslog`.
+RSYSLOG_LOCAL = """\
+module(load="imuxsock" SysSock.Use="off")
+input(type="imuxsock" Socket="{socket}")
+*.*;auth,authpriv.none action(type="omfile" file="{syslog}" template="RSYSLOG_TraditionalFileFormat")
+"""
 
 
 @contextlib.contextmanager
-def private_rsyslogd(directory: Path) -> Iterator[Daemon]:
-    """rsyslogd copying the kernel's log (/dev/kmsg) to `directory`/kern.log, as a node's would."""
+def private_rsyslogd(directory: Path, *, local: bool = False) -> Iterator[Daemon]:
+    """rsyslogd copying the kernel's log (/dev/kmsg) to `directory`/kern.log, as a node's would.
+
+    With `local`, it also reads local programs' messages from the socket `directory`/log (`logger -u`)
+    and writes every message, the kernel's and theirs, to `directory`/syslog.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     log = directory / "kern.log"
     conf = directory / "rsyslog.conf"
-    conf.write_text(RSYSLOG_CONF.format(directory=directory, log=log))
+    text = RSYSLOG_CONF.format(directory=directory, log=log)
+    if local:
+        text += RSYSLOG_LOCAL.format(socket=directory / "log", syslog=directory / "syslog")
+    conf.write_text(text)
     process = subprocess.Popen(
         ["rsyslogd", "-n", "-iNONE", "-f", str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

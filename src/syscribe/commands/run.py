@@ -12,7 +12,7 @@ from typing import NoReturn
 
 import click
 
-from syscribe import seccomp
+from syscribe import killedby, seccomp
 from syscribe.command import (
     CommandError,
     CommandNotExecutableError,
@@ -64,8 +64,9 @@ def _child(filt: seccomp.Filter, path: str, argv: Sequence[str], report_w: int) 
     os._exit(EXIT_OWN)  # not reached: execve does not return
 
 
-def run_under(filt: seccomp.Filter, path: str, argv: Sequence[str]) -> tuple[int, str | None]:
-    """Fork, load `filt` in the child, exec; the shell-style status and the child's own error, if any."""
+def run_under(filt: seccomp.Filter, path: str, argv: Sequence[str]) -> tuple[int, str | None, int]:
+    """Fork, load `filt` in the child, exec; the shell-style status, the child's own error, if any, and
+    its pid."""
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -89,7 +90,7 @@ def run_under(filt: seccomp.Filter, path: str, argv: Sequence[str]) -> tuple[int
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return shell_status(status), (report.decode(errors="replace") if report else None)
+    return shell_status(status), (report.decode(errors="replace") if report else None), pid
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "allow_interspersed_args": False})
@@ -106,12 +107,21 @@ def run(profile_path: str | None, command: Sequence[str]) -> None:
         filt = seccomp.build(loaded.profile)
     except seccomp.SeccompError as exc:
         fail(f"{profile_path}: {exc}", EXIT_OWN)
+    # Opened before the command starts, so that the record of a kill is not missed (root only).
+    tap = killedby.AuditTap()
     try:
         for message in filt.warnings:
             warn(message)
         path = resolve(command)
-        status, report = run_under(filt, path, command)
+        status, report, pid = run_under(filt, path, command)
+        if report is None and status > 128:
+            signum = status - 128
+            record = tap.record_for(pid) if signum == signal.SIGSYS else None
+            verdict = killedby.explain(command[0], signum, loaded.profile, record)
+            if verdict is not None:
+                click.echo(f"syscribe: {verdict}", err=True)
     finally:
+        tap.close()
         filt.release()
     if report is not None:
         stage, _, rest = report.partition(":")
