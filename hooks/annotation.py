@@ -144,7 +144,8 @@ def normalise(path: str, what: str) -> str:
 def _check_characters(value: str) -> None:
     for i, ch in enumerate(value):
         code = ord(ch)
-        if code < 0x20 or code == 0x7F:
+        # C0, DEL and C1: U+009B alone is a terminal's CSI, and U+0085 a line break to some readers.
+        if code < 0x20 or 0x7F <= code <= 0x9F:
             raise AnnotationError(
                 f"value has a control character ({ch!r}) at position {i}; paths must be plain text"
             )

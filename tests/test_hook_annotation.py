@@ -73,6 +73,11 @@ class TestGrammar:
             ("of:/out/p\t.json", "control character"),
             ("of:/out/p\x7f.json", "control character"),
             ("of:/out/p\x1b[31m.json", "control character"),
+            # C1 controls (U+0080..U+009F): U+009B is a terminal's one-character CSI.
+            ("of:/out/p\x9b31m.json", "control character"),
+            ("of:/out/p\x80.json", "control character"),
+            ("of:/out/p\x85.json", "control character"),  # NEL, a line break to some readers
+            ("if:/in/\x9f.json;of:/out/p.json", "control character"),
             ("of:/out/\ud800.json", "lone surrogate"),
         ],
     )
@@ -120,7 +125,7 @@ class TestGrammar:
         for path in (output, input_):
             if path is not None:
                 assert path.startswith("/") and "/../" not in path + "/" and "//" not in path
-                assert all(ord(c) >= 0x20 for c in path)
+                assert all(ord(c) >= 0x20 and not 0x7F <= ord(c) <= 0x9F for c in path)
 
     @given(st.lists(st.sampled_from(["a", "b", ".", "..", "", "c d"]), max_size=8))
     def test_normalise_never_leaves_dots(self, parts: list[str]) -> None:

@@ -86,6 +86,7 @@ BAD_VALUES = [
     ("of:", "empty path"),
     ("of:/a\x00.json", "control character"),
     ("of:/a.json\n", "control character"),
+    ("of:/a\x9b31m.json", "control character"),
     ("of:/r/../../etc/passwd", "'..' component"),
     ("of:/" + "a" * 10_000, "longer than any valid"),
     ("of:/" + "/".join(["d" * 200] * 25), "PATH_MAX"),
