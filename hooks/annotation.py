@@ -119,7 +119,32 @@ def parse(value: object) -> tuple[str, str | None]:
             f"of: file names ending in {META_SUFFIX} are kept for the metadata written beside each "
             "profile; choose another name"
         )
+    _check_meta_name(output, name)
     return output, found.get("if")
+
+
+def meta_name_for(name: str) -> str:
+    """`web.json` -> `web.meta.json`; `web` -> `web.meta.json`."""
+    return name.removesuffix(".json") + META_SUFFIX
+
+
+def _check_meta_name(output: str, name: str) -> None:
+    """The hook writes `<stem>.meta.json` beside the profile (and temporaries of a fixed short length,
+    syscribe.hooks.output): a profile name is only good if that name fits NAME_MAX and PATH_MAX too."""
+    meta = meta_name_for(name)
+    meta_bytes = len(meta.encode("utf-8", "surrogatepass"))
+    if meta_bytes > NAME_MAX:
+        room = NAME_MAX - (meta_bytes - len(name.encode("utf-8", "surrogatepass")))
+        raise AnnotationError(
+            f"of: the metadata file written beside the profile, {_shown_name(meta)}, would be {meta_bytes} "
+            f"bytes, over NAME_MAX ({NAME_MAX}); shorten the profile's name to at most {room} bytes"
+        )
+    meta_path = output[: len(output) - len(name)] + meta
+    if len(meta_path.encode("utf-8", "surrogatepass")) >= PATH_MAX:
+        raise AnnotationError(
+            f"of: the metadata file written beside the profile would have a path of PATH_MAX "
+            f"({PATH_MAX} bytes) or more; choose a shorter path"
+        )
 
 
 def normalise(path: str, what: str) -> str:
@@ -151,6 +176,11 @@ def _check_characters(value: str) -> None:
             )
         if 0xD800 <= code <= 0xDFFF:
             raise AnnotationError(f"value is not valid UTF-8 (a lone surrogate at position {i})")
+
+
+def _shown_name(name: str) -> str:
+    """A long file name shown by both ends, where its suffix is."""
+    return repr(name) if len(name) <= 60 else repr(name[:24] + "..." + name[-24:])
 
 
 def _shown(text: str) -> str:

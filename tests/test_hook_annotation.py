@@ -106,6 +106,22 @@ class TestGrammar:
         with pytest.raises(AnnotationError, match="NAME_MAX"):
             parse("of:/out/" + "é" * 128)
 
+    def test_the_metadata_name_must_fit_too(self) -> None:
+        """`<stem>.meta.json` sits beside the profile: a name the grammar accepts is one the hook can
+        write, and the error names the metadata file."""
+        assert parse("of:/out/" + "x" * 245 + ".json")[0].endswith("x.json")  # meta: 255 bytes
+        assert parse("of:/out/" + "x" * 245)[0].endswith("/" + "x" * 245)
+        for name in ("x" * 246 + ".json", "x" * 250 + ".json", "x" * 255, "€" * 82 + ".json"):
+            over = r"\.meta\.json', would be 2\d\d bytes, over NAME_MAX"
+            with pytest.raises(AnnotationError, match=over) as info:
+                parse("of:/out/" + name)
+            assert "at most 2" in str(info.value) and len(str(info.value)) < 300
+        deep = "/out/" + "/".join(["d" * 200] * 20)
+        path = deep + "/" + "p" * (4094 - len(deep) - 1)  # 4094 bytes: fits; its metadata does not
+        assert len(path) < 4096
+        with pytest.raises(AnnotationError, match=r"metadata .* PATH_MAX"):
+            parse("of:" + path)
+
     def test_huge_values_fail_fast_without_scanning(self) -> None:
         with pytest.raises(AnnotationError, match="characters, longer than any valid"):
             parse("of:/" + "a" * (10 * 1024 * 1024))

@@ -90,6 +90,8 @@ BAD_VALUES = [
     ("of:/r/../../etc/passwd", "'..' component"),
     ("of:/" + "a" * 10_000, "longer than any valid"),
     ("of:/" + "/".join(["d" * 200] * 25), "PATH_MAX"),
+    ("of:/r/" + "n" * 246 + ".json", "would be 256 bytes, over NAME_MAX"),  # a 251-byte name
+    ("of:/r/" + "n" * 255, "would be 265 bytes, over NAME_MAX"),
 ]
 
 

@@ -208,6 +208,21 @@ def test_record_then_enforce(hookenv: HookEnv, busybox_rootfs: Path, runtime: st
     assert denied(other), other.stdout + other.stderr
 
 
+@pytest.mark.parametrize("name", ["€" * 80 + ".json", "n" * 245 + ".json"], ids=["multibyte", "ascii"])
+def test_long_names_the_grammar_accepts_are_written(
+    hookenv: HookEnv, busybox_rootfs: Path, name: str
+) -> None:
+    """A name the annotation accepts is one the hook can write: profile, metadata and temporaries
+    (once `.<name>.<12 hex>.tmp`, past NAME_MAX at the end with the container already run)."""
+    require("root", "ebpf", "runc", "busybox")
+    out = hookenv.root / name
+    ran = container(hookenv, busybox_rootfs, "runc", LS, annotations={KEY: f"of:{out}"})
+    assert ran.returncode == 0, ran.stderr
+    meta = name.removesuffix(".json") + ".meta.json"
+    assert hookenv.written() == sorted([name, meta]), hookenv.lines()
+    assert "execve" in profile_names(out)
+
+
 def test_podman_with_rm(hookenv: HookEnv, busybox_rootfs: Path) -> None:
     """podman reads the shipped hooks.d file (containers' hooks library, as CRI-O does) and runs the
     hook; `--rm` removes the container as soon as it exits, and the profile is still written."""
