@@ -370,6 +370,66 @@ def test_two_containers_at_once(hookenv: HookEnv, busybox_rootfs: Path) -> None:
     assert len(ids) == 2
 
 
+def wait_for_line(env: HookEnv, needle: str) -> str:
+    """The first log line holding `needle`, once there (a hang guard, not a timing bound)."""
+    for _ in range(WAIT_MS // 10):
+        found = [line for line in env.lines() if needle in line]
+        if found:
+            return found[0]
+        threading.Event().wait(0.01)
+    pytest.fail(f"no log line with {needle!r} after {WAIT_MS / 1000:g} s: {env.lines()}")
+
+
+def container_status(runtime: str, cid: str) -> str | None:
+    shown = subprocess.run([runtime, "state", cid], capture_output=True, text=True, check=False)
+    return str(json.loads(shown.stdout)["status"]) if shown.returncode == 0 else None
+
+
+def wait_running(runtime: str, cid: str) -> None:
+    for _ in range(WAIT_MS // 10):
+        if container_status(runtime, cid) == "running":
+            return
+        threading.Event().wait(0.01)
+    pytest.fail(f"container {cid} not running after {WAIT_MS / 1000:g} s")
+
+
+def signal_mask(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^SigBlk:\s*([0-9a-f]+)$", status, re.M).group(1), 16)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("runtime", ["runc", "crun"])
+def test_sigterm_stops_the_tracer(hookenv: HookEnv, busybox_rootfs: Path, runtime: str) -> None:
+    """crun runs hooks with signals blocked; the tracer starts with none blocked, whatever the runtime,
+    so a SIGTERM (node shutdown) stops it while the container runs, and nothing is written."""
+    require("root", "ebpf", runtime, "busybox")
+    out = hookenv.root / "stopped.json"
+    cid, bundle = prepare(hookenv, busybox_rootfs, runtime, ["/bin/sleep", "3600"],
+                          annotations={KEY: f"of:{out}"})
+    results: list[subprocess.CompletedProcess[str]] = []
+    runner = threading.Thread(target=lambda: results.append(run_prepared(runtime, cid, bundle)))
+    runner.start()
+    try:
+        line = wait_for_line(hookenv, "tracer pid")
+        tracer = int(re.findall(r"tracer pid (\d+)", line)[0])
+        wait_running(runtime, cid)
+        assert signal_mask(tracer) == 0
+        fd = os.pidfd_open(tracer)
+        try:
+            signal.pidfd_send_signal(fd, signal.SIGTERM)
+        finally:
+            os.close(fd)
+        wait_pid(tracer)
+        stopped = wait_for_line(hookenv, "the tracer was stopped")
+        assert f"container {cid}" in stopped and "SIGTERM" in stopped and "nothing was written" in stopped
+        assert container_status(runtime, cid) == "running"  # stopped while the container still ran
+    finally:
+        subprocess.run([runtime, "kill", cid, "KILL"], capture_output=True, check=False)
+        runner.join()
+    assert hookenv.written() == []
+    assert "Traceback" not in "".join(hookenv.lines())
+
+
 def test_bad_annotation_fails_the_start_or_not_as_configured(hookenv: HookEnv, busybox_rootfs: Path) -> None:
     require("root", "runc", "busybox")
     bad = {KEY: "of:relative/p.json"}
