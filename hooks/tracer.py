@@ -10,7 +10,6 @@ exits. Every outcome is one log line with the container id; every failure says w
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import signal
@@ -173,7 +172,9 @@ def _finish(
         version=__version__,
     )
     try:
-        write_outputs(job.dir_fd, job.placement, dumps(result.profile), json.dumps(meta, indent=2) + "\n")
+        write_outputs(
+            job.dir_fd, job.placement, dumps(result.profile), meta, on_wait=lambda why: log.write(cid, why)
+        )
     except OSError as exc:
         log.write(cid, f"cannot write the profile: {exc}")
         return 1

@@ -9,6 +9,7 @@ assertions). Whatever a test starts is stopped in `finally` blocks and the fixtu
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -198,6 +199,7 @@ def test_record_then_enforce(hookenv: HookEnv, busybox_rootfs: Path, runtime: st
     assert meta["runtimeInit"]["anchorSeen"] is True
     assert "pivot_root" in meta["runtimeInit"]["excluded"]
     assert meta["containerID"].startswith("syscribe-hook-")
+    assert meta["profileSHA256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert any("wrote" in line and str(out) in line for line in hookenv.lines())
 
     # Enforced by the same runtime: the same command runs, another is denied with EPERM.
