@@ -140,17 +140,19 @@ def write_outputs(
     *,
     lock_seconds: float = LOCK_SECONDS,
     on_wait: Callable[[str], None] | None = None,
+    stop_waiting: Callable[[], bool] | None = None,
 ) -> str:
     """Write the profile, then its metadata with `profileSHA256` added; return the digest.
 
     `meta_text` is the metadata as a JSON object (text, or a mapping). `on_wait` is told, once, when
-    another writer of the directory has held it for a while."""
+    another writer of the directory has held it for a while; when `stop_waiting` says so, the write
+    goes ahead without its turn."""
     profile = profile_text.encode("utf-8")
     digest = profile_digest(profile)
     doc = dict(json.loads(meta_text) if isinstance(meta_text, str) else meta_text)
     doc[DIGEST_KEY] = digest
     meta = (json.dumps(doc, indent=2) + "\n").encode("utf-8")
-    with _turn(dir_fd, placement, lock_seconds, on_wait):
+    with _turn(dir_fd, placement, lock_seconds, on_wait, stop_waiting):
         remove_leftovers(dir_fd)
         _write(dir_fd, placement.name, profile, placement.path)
         _write(dir_fd, placement.meta_name, meta, placement.meta_path)
@@ -159,7 +161,11 @@ def write_outputs(
 
 @contextlib.contextmanager
 def _turn(
-    dir_fd: int, placement: Placement, seconds: float, on_wait: Callable[[str], None] | None
+    dir_fd: int,
+    placement: Placement,
+    seconds: float,
+    on_wait: Callable[[str], None] | None,
+    stop_waiting: Callable[[], bool] | None,
 ) -> Iterator[None]:
     """Hold the directory's lock while inside, if it comes within `seconds`. Any user who can open the
     directory can flock it too, so the wait is bounded rather than trusted."""
@@ -177,7 +183,7 @@ def _turn(
         except OSError:
             break  # a file system without flock: write unlocked
         waited = time.monotonic() - start
-        if waited >= seconds:
+        if waited >= seconds or (stop_waiting is not None and stop_waiting()):
             break
         if not said and waited >= LOCK_WAIT_SAID and on_wait is not None:
             said = True

@@ -9,6 +9,7 @@ assertions). Whatever a test starts is stopped in `finally` blocks and the fixtu
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -430,6 +431,36 @@ def test_sigterm_stops_the_tracer(hookenv: HookEnv, busybox_rootfs: Path, runtim
         runner.join()
     assert hookenv.written() == []
     assert "Traceback" not in "".join(hookenv.lines())
+
+
+def test_sigterm_during_the_write(hookenv: HookEnv, busybox_rootfs: Path) -> None:
+    """A SIGTERM once the container has exited (here: while the tracer waits for another writer of
+    the directory) is held until the dump is whole; the log has one line for it with the container
+    id, and no traceback."""
+    require("root", "ebpf", "runc", "busybox")
+    out = hookenv.root / "held.json"
+    squatter = os.open(hookenv.root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(squatter, fcntl.LOCK_EX)  # the tracer's write waits for this
+        cid, bundle = prepare(hookenv, busybox_rootfs, "runc", LS, annotations={KEY: f"of:{out}"})
+        assert run_prepared("runc", cid, bundle).returncode == 0
+        wait_for_line(hookenv, "waiting for another writer")
+        for pid in hookenv.tracer_pids():
+            fd = os.pidfd_open(pid)
+            try:
+                signal.pidfd_send_signal(fd, signal.SIGTERM)
+            finally:
+                os.close(fd)
+    finally:
+        os.close(squatter)
+    hookenv.wait_tracers()
+    lines = hookenv.lines()
+    assert "Traceback" not in "\n".join(lines)
+    assert all(line.startswith("20") and f"container {cid}" in line for line in lines), lines
+    done = lines[-1]
+    assert f"wrote {out}" in done and "SIGTERM" in done, lines
+    meta = json.loads((hookenv.root / "held.meta.json").read_text())
+    assert meta["profileSHA256"] == hashlib.sha256(out.read_bytes()).hexdigest()
 
 
 def test_bad_annotation_fails_the_start_or_not_as_configured(hookenv: HookEnv, busybox_rootfs: Path) -> None:
