@@ -84,10 +84,24 @@ class Launch:
 
 
 def launch(
-    body: Callable[[Channel], int], *, keep: Collection[int], output_fd: int | None, timeout: float
+    body: Callable[[Channel], int],
+    *,
+    keep: Collection[int],
+    output_fd: int | None,
+    timeout: float,
+    since: float | None = None,
 ) -> Launch:
-    """Run `body` in a detached grandchild; return when it reports, dies, or `timeout` passes."""
-    start = time.monotonic()
+    """Run `body` in a detached grandchild; return when it reports, dies, or `timeout` passes, counted
+    from `since` (time.monotonic(); default now): the hook's own start, so that its checks count."""
+    start = time.monotonic() if since is None else since
+    if time.monotonic() - start >= timeout:
+        return Launch(
+            "timeout",
+            f"the tracer did not attach within {timeout:g} s: the checks before it took "
+            f"{(time.monotonic() - start) * 1000:.0f} ms, so it was not started",
+            None,
+            time.monotonic() - start,
+        )
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
