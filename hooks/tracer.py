@@ -91,6 +91,7 @@ class _Held:
 
     def __init__(self) -> None:
         self.names: list[str] = []
+        self.warnings: list[str] = []  # about the tracer itself (its cgroup), for the outcome
 
     def __call__(self, signum: int, _frame: FrameType | None) -> None:
         self.names.append(signal.Signals(signum).name)
@@ -111,6 +112,11 @@ def trace(job: Job, channel: Channel, log: HookLog) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     held = _Held()
+    if job.config.tracer_cgroup is not None:
+        # First thing, before the BPF object is loaded: what it allocates is counted there.
+        from syscribe.hooks.cgroup import move
+
+        held.warnings.extend(move(job.config.tracer_cgroup))
     try:
         return _trace(job, channel, log, held)
     except StoppedError as why:
@@ -189,7 +195,7 @@ def _finish(
     except (outcomes.NothingRecordedError, ProfileError, LibseccompMissingError) as exc:
         log.write(cid, f"{exc}{held.note()}")
         return 1
-    warnings = [*counted.warnings, *before.warnings, *result.warnings]
+    warnings = [*counted.warnings, *before.warnings, *result.warnings, *held.warnings]
     if trim and not anchored and counted.backend != "core":
         warnings.append(f"the {counted.backend} backend cannot tell the runtime's setup apart; kept all")
     result = outcomes.Outcome(result.profile, tuple(dict.fromkeys(warnings)), result.excluded, result.added)

@@ -463,6 +463,77 @@ def test_sigterm_during_the_write(hookenv: HookEnv, busybox_rootfs: Path) -> Non
     assert meta["profileSHA256"] == hashlib.sha256(out.read_bytes()).hexdigest()
 
 
+def own_cgroup(controller: str) -> str:
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            return path
+    pytest.fail(f"no {controller} hierarchy in /proc/self/cgroup")
+
+
+def tracer_cgroups(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    return {c or "unified": p for _, c, p in (line.split(":", 2) for line in lines)}
+
+
+@pytest.fixture
+def tracer_cgroup() -> Iterator[str]:
+    """A cgroup path for the tracer, below this test's own memory cgroup (so that its memory stays
+    counted inside whatever limits this run); every directory the tracer makes is removed after."""
+    from syscribe.hooks import cgroup
+
+    target = f"{own_cgroup('memory').rstrip('/')}/syscribe-test-{uuid.uuid4().hex[:8]}"
+    hierarchies = cgroup.parse_proc_cgroup(Path("/proc/self/cgroup").read_text())
+    mounts = cgroup.mount_points(Path("/proc/self/mountinfo").read_text())
+    points = {m for h in hierarchies if (m := cgroup.mount_of(h, mounts)) is not None}
+    before = {d for m in points for d, _, _ in os.walk(m)}
+    try:
+        yield target
+    finally:
+        made = {d for m in points for d, _, _ in os.walk(m)} - before
+        for directory in sorted(made, key=len, reverse=True):
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
+
+
+def test_the_tracer_moves_into_its_own_cgroup(
+    hookenv: HookEnv, busybox_rootfs: Path, tracer_cgroup: str
+) -> None:
+    """Out of the runtime's cgroup (the pod's, under CRI-O), into tracerCgroup in every hierarchy:
+    its memory is counted there."""
+    require("root", "ebpf", "runc", "busybox")
+    hookenv.configure(tracerCgroup=tracer_cgroup)
+    out = hookenv.root / "moved.json"
+    cid, bundle = prepare(hookenv, busybox_rootfs, "runc", ["/bin/sleep", "3600"],
+                          annotations={KEY: f"of:{out}"})
+    runner = threading.Thread(target=run_prepared, args=("runc", cid, bundle))
+    runner.start()
+    try:
+        line = wait_for_line(hookenv, "tracer pid")
+        tracer = int(re.findall(r"tracer pid (\d+)", line)[0])
+        wait_running("runc", cid)
+        placed = tracer_cgroups(tracer)
+        assert placed and set(placed.values()) == {tracer_cgroup}, placed
+        usage = Path(f"/sys/fs/cgroup/memory{tracer_cgroup}/memory.usage_in_bytes").read_text()
+        assert int(usage) > 1 << 20  # the tracer's memory is counted there
+    finally:
+        subprocess.run(["runc", "kill", cid, "KILL"], capture_output=True, check=False)
+        runner.join()
+    hookenv.wait_tracers()
+    meta = json.loads((hookenv.root / "moved.meta.json").read_text())
+    assert not [w for w in meta["warnings"] if "cgroup" in w], meta["warnings"]
+
+
+def test_a_cgroup_the_tracer_cannot_join_is_a_warning(hookenv: HookEnv, busybox_rootfs: Path) -> None:
+    require("root", "ebpf", "runc", "busybox")
+    hookenv.configure(tracerCgroup="/cgroup.procs/tracer")  # below a file: made nowhere
+    out = hookenv.root / "stayed.json"
+    assert container(hookenv, busybox_rootfs, "runc", LS, annotations={KEY: f"of:{out}"}).returncode == 0
+    meta = json.loads((hookenv.root / "stayed.meta.json").read_text())
+    assert any("stayed in the runtime's cgroup" in w and "Not a directory" in w for w in meta["warnings"])
+    assert "stayed in the runtime's cgroup" in hookenv.lines()[-1]
+
+
 def test_bad_annotation_fails_the_start_or_not_as_configured(hookenv: HookEnv, busybox_rootfs: Path) -> None:
     require("root", "runc", "busybox")
     bad = {KEY: "of:relative/p.json"}
