@@ -28,12 +28,16 @@ from syscribe.hooks.output import (
 )
 from syscribe.hooks.paths import place
 
+from tests.support.prereq import require
+
 # One writer process: writes `count` dumps of its own to the same of:, as containers recorded by the
 # pod-wide key do.
 WRITER = """
 import os, sys
 from syscribe.hooks.output import open_dir, write_outputs
 from syscribe.hooks.paths import place
+
+from tests.support.prereq import require
 root, path, who, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 p = place(path, [root])
 fd = open_dir(p, create=True)
@@ -159,3 +163,37 @@ def test_temporaries_of_dead_writers_are_removed_at_the_next_write(
     finally:
         os.close(fd)
     assert dump_complete(*read_dump(root, "web.json"))
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs: a disk that fills up."""
+    require("root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_leaves_a_pair_a_reader_can_tell_apart(small_fs: Path) -> None:
+    """The new profile fits, its metadata does not: the old metadata now sits beside the new profile,
+    and its digest says they do not belong together. Nothing temporary is left."""
+    p = place(str(small_fs / "web.json"), [str(small_fs)])
+    fd = open_dir(p, create=True)
+    try:
+        write_outputs(fd, p, '{"run": 1}\n', {"run": 1})
+        assert dump_complete(*read_dump(small_fs, "web.json"))
+        st = os.statvfs(small_fs)
+        free = st.f_bavail * st.f_frsize
+        (small_fs / "filler").write_bytes(b"x" * (free - 3 * st.f_frsize))  # room for ~3 pages
+        with pytest.raises(OSError, match="No space left"):
+            write_outputs(fd, p, '{"run": 2}\n', {"run": 2, "pad": "y" * (8 * st.f_frsize)})
+    finally:
+        os.close(fd)
+    profile, meta = read_dump(small_fs, "web.json")
+    assert json.loads(profile) == {"run": 2} and meta["run"] == 1
+    assert not dump_complete(profile, meta)
+    assert sorted(os.listdir(small_fs)) == ["filler", "web.json", "web.meta.json"]
