@@ -12,6 +12,7 @@ applies to the container of that name (`io.kubernetes.container.name`) and wins 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -31,6 +32,9 @@ MAX_VALUE = 2 * (len("of:") + PATH_MAX) + 1
 # The metadata file sits beside the profile under this suffix; a profile may not take such a name.
 META_SUFFIX = ".meta.json"
 GRAMMAR = "[if:<abs path>;]of:<abs path>"
+# Names of temporary files (syscribe.hooks.output: `.syscribe-<12 hex>.tmp`; earlier versions
+# `.<name>.<12 hex>.tmp`), which a write removes when their writer is gone: never a profile's name.
+_TEMPORARY = re.compile(r"\..*\.[0-9a-f]{12}\.tmp|\.syscribe-.*\.tmp", re.S)
 
 
 class AnnotationError(ValueError):
@@ -118,6 +122,11 @@ def parse(value: object) -> tuple[str, str | None]:
         raise AnnotationError(
             f"of: file names ending in {META_SUFFIX} are kept for the metadata written beside each "
             "profile; choose another name"
+        )
+    if _TEMPORARY.fullmatch(name):
+        raise AnnotationError(
+            f"of: {_shown_name(name)} has the form of the hook's temporary files, which it removes once "
+            "their writer is gone; choose another name"
         )
     _check_meta_name(output, name)
     return output, found.get("if")

@@ -67,6 +67,8 @@ class TestGrammar:
             ("of:/", "names a directory"),
             ("of://", "names a directory"),
             ("of:/out/p.meta.json", "metadata"),
+            ("of:/out/.syscribe-0123456789ab.tmp", "temporary files"),
+            ("of:/out/.web.json.0123456789ab.tmp", "temporary files"),
             ("of:/out/p\x00.json", "control character"),
             ("of:/out/p.json\n", "control character"),
             ("of:/out/\np.json", "control character"),
