@@ -486,12 +486,14 @@ def tracer_cgroup() -> Iterator[str]:
     hierarchies = cgroup.parse_proc_cgroup(Path("/proc/self/cgroup").read_text())
     mounts = cgroup.mount_points(Path("/proc/self/mountinfo").read_text())
     points = {m for h in hierarchies if (m := cgroup.mount_of(h, mounts)) is not None}
-    before = {d for m in points for d, _, _ in os.walk(m)}
+    # Only the target and its ancestors, in each hierarchy: other runs make cgroups meanwhile.
+    parts = target.strip("/").split("/")
+    chain = [f"{m}/{'/'.join(parts[:n])}" for m in points for n in range(1, len(parts) + 1)]
+    existed = {d for d in chain if os.path.isdir(d)}
     try:
         yield target
     finally:
-        made = {d for m in points for d, _, _ in os.walk(m)} - before
-        for directory in sorted(made, key=len, reverse=True):
+        for directory in sorted(set(chain) - existed, key=len, reverse=True):
             with contextlib.suppress(OSError):
                 os.rmdir(directory)
 
