@@ -24,7 +24,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 venv: $(VENV)/.installed
 
 # The main job on a built-in example: record a busybox workload, enforce the profile in a runc
-# container, show that the workload runs and that another command is denied.
+# container, show that the workload runs and that another command is denied; then the hook end to end
+# (install-hook, a podman container recorded through hooks.d, its denial enriched with its pod).
 run: setup
 	$(VENV)/bin/syscribe demo
 

@@ -12,6 +12,7 @@ applies to the container of that name (`io.kubernetes.container.name`) and wins 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -31,6 +32,9 @@ MAX_VALUE = 2 * (len("of:") + PATH_MAX) + 1
 # The metadata file sits beside the profile under this suffix; a profile may not take such a name.
 META_SUFFIX = ".meta.json"
 GRAMMAR = "[if:<abs path>;]of:<abs path>"
+# Names of temporary files (syscribe.hooks.output: `.syscribe-<12 hex>.tmp`; earlier versions
+# `.<name>.<12 hex>.tmp`), which a write removes when their writer is gone: never a profile's name.
+_TEMPORARY = re.compile(r"\..*\.[0-9a-f]{12}\.tmp|\.syscribe-.*\.tmp", re.S)
 
 
 class AnnotationError(ValueError):
@@ -119,7 +123,37 @@ def parse(value: object) -> tuple[str, str | None]:
             f"of: file names ending in {META_SUFFIX} are kept for the metadata written beside each "
             "profile; choose another name"
         )
+    if _TEMPORARY.fullmatch(name):
+        raise AnnotationError(
+            f"of: {_shown_name(name)} has the form of the hook's temporary files, which it removes once "
+            "their writer is gone; choose another name"
+        )
+    _check_meta_name(output, name)
     return output, found.get("if")
+
+
+def meta_name_for(name: str) -> str:
+    """`web.json` -> `web.meta.json`; `web` -> `web.meta.json`."""
+    return name.removesuffix(".json") + META_SUFFIX
+
+
+def _check_meta_name(output: str, name: str) -> None:
+    """The hook writes `<stem>.meta.json` beside the profile (and temporaries of a fixed short length,
+    syscribe.hooks.output): a profile name is only good if that name fits NAME_MAX and PATH_MAX too."""
+    meta = meta_name_for(name)
+    meta_bytes = len(meta.encode("utf-8", "surrogatepass"))
+    if meta_bytes > NAME_MAX:
+        room = NAME_MAX - (meta_bytes - len(name.encode("utf-8", "surrogatepass")))
+        raise AnnotationError(
+            f"of: the metadata file written beside the profile, {_shown_name(meta)}, would be {meta_bytes} "
+            f"bytes, over NAME_MAX ({NAME_MAX}); shorten the profile's name to at most {room} bytes"
+        )
+    meta_path = output[: len(output) - len(name)] + meta
+    if len(meta_path.encode("utf-8", "surrogatepass")) >= PATH_MAX:
+        raise AnnotationError(
+            f"of: the metadata file written beside the profile would have a path of PATH_MAX "
+            f"({PATH_MAX} bytes) or more; choose a shorter path"
+        )
 
 
 def normalise(path: str, what: str) -> str:
@@ -144,12 +178,18 @@ def normalise(path: str, what: str) -> str:
 def _check_characters(value: str) -> None:
     for i, ch in enumerate(value):
         code = ord(ch)
-        if code < 0x20 or code == 0x7F:
+        # C0, DEL and C1: U+009B alone is a terminal's CSI, and U+0085 a line break to some readers.
+        if code < 0x20 or 0x7F <= code <= 0x9F:
             raise AnnotationError(
                 f"value has a control character ({ch!r}) at position {i}; paths must be plain text"
             )
         if 0xD800 <= code <= 0xDFFF:
             raise AnnotationError(f"value is not valid UTF-8 (a lone surrogate at position {i})")
+
+
+def _shown_name(name: str) -> str:
+    """A long file name shown by both ends, where its suffix is."""
+    return repr(name) if len(name) <= 60 else repr(name[:24] + "..." + name[-24:])
 
 
 def _shown(text: str) -> str:

@@ -32,6 +32,7 @@ _KEYS = (
     "runtimeInit",
     "createDirectories",
     "addRuntimeSyscalls",
+    "tracerCgroup",
 )
 
 
@@ -63,6 +64,9 @@ class HookConfig:
     # Add what the runtime (runc, crun) is known to call after loading the filter and this recording
     # may have missed (syscribe.runtimes), so that the container starts under the profile every time.
     add_runtime_syscalls: bool = True
+    # The cgroup (a path below each hierarchy's root, the same in every hierarchy) the tracer moves
+    # itself into, out of the runtime's (the pod's, under CRI-O); None: it stays there.
+    tracer_cgroup: str | None = None
 
     @property
     def fails_closed(self) -> bool:
@@ -98,6 +102,7 @@ def parse_config(data: bytes, shown: str = "config") -> HookConfig:
         runtime_init=_choice(doc, "runtimeInit", RUNTIME_INIT, defaults.runtime_init, shown),
         create_directories=_bool(doc, "createDirectories", defaults.create_directories, shown),
         add_runtime_syscalls=_bool(doc, "addRuntimeSyscalls", defaults.add_runtime_syscalls, shown),
+        tracer_cgroup=_cgroup(doc.get("tracerCgroup", defaults.tracer_cgroup), shown),
     )
 
 
@@ -164,6 +169,19 @@ def _log_file(value: object, shown: str) -> str | None:
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value) or len(value) >= 4096:
         raise ConfigError(f"{shown}: logFile has control characters or is too long")
     return value
+
+
+def _cgroup(value: object, shown: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ConfigError(f"{shown}: tracerCgroup must be a cgroup path like /syscribe, or null to stay put")
+    if not value.isprintable() or len(value) >= 1024:
+        raise ConfigError(f"{shown}: tracerCgroup has control characters or is too long")
+    parts = [p for p in value.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise ConfigError(f"{shown}: tracerCgroup has a '..' component")
+    return "/" + "/".join(parts)
 
 
 def _choice(doc: dict[str, Any], key: str, valid: tuple[str, ...], default: str, shown: str) -> str:

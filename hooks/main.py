@@ -204,6 +204,8 @@ def _record(state: State, request: Request, config: HookConfig, log: HookLog, st
             keep=keep,
             output_fd=log.fd,
             timeout=config.timeout_seconds,
+            # timeoutSeconds bounds the whole hook, its checks (the `if:` parse...) included.
+            since=time.monotonic() - max(0.0, time.time() - started),
         )
         if not result.ok:
             return fail(log, cid, f"not recording: {result.message}", config.fails_closed)

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from syscribe.hooks.annotation import META_SUFFIX
+from syscribe.hooks.annotation import meta_name_for
+
+__all__ = ["PathError", "Placement", "components", "meta_name_for", "place", "under"]
 
 
 class PathError(ValueError):
@@ -36,11 +38,6 @@ class Placement:
     @property
     def meta_path(self) -> str:
         return "/".join((self.root.rstrip("/"), *self.parts, self.meta_name))
-
-
-def meta_name_for(name: str) -> str:
-    """`web.json` -> `web.meta.json`; `web` -> `web.meta.json`."""
-    return name.removesuffix(".json") + META_SUFFIX
 
 
 def components(path: str) -> list[str]:

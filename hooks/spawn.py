@@ -84,10 +84,24 @@ class Launch:
 
 
 def launch(
-    body: Callable[[Channel], int], *, keep: Collection[int], output_fd: int | None, timeout: float
+    body: Callable[[Channel], int],
+    *,
+    keep: Collection[int],
+    output_fd: int | None,
+    timeout: float,
+    since: float | None = None,
 ) -> Launch:
-    """Run `body` in a detached grandchild; return when it reports, dies, or `timeout` passes."""
-    start = time.monotonic()
+    """Run `body` in a detached grandchild; return when it reports, dies, or `timeout` passes, counted
+    from `since` (time.monotonic(); default now): the hook's own start, so that its checks count."""
+    start = time.monotonic() if since is None else since
+    if time.monotonic() - start >= timeout:
+        return Launch(
+            "timeout",
+            f"the tracer did not attach within {timeout:g} s: the checks before it took "
+            f"{(time.monotonic() - start) * 1000:.0f} ms, so it was not started",
+            None,
+            time.monotonic() - start,
+        )
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
@@ -218,8 +232,7 @@ def _tracer(  # pragma: no cover - runs in the forked grandchild
     try:
         os.chdir("/")
         os.umask(0o022)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        clean_signals()
         _set_name(TRACER_NAME)
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 0)
@@ -244,6 +257,25 @@ def _tracer(  # pragma: no cover - runs in the forked grandchild
         code = 1
     finally:
         os._exit(code)
+
+
+# Kept ignored: SIGHUP (the session the tracer leaves behind may hang up), SIGPIPE (Python's own
+# choice, so that writing to a closed pipe is an EPIPE error rather than death).
+KEPT_IGNORED = frozenset({signal.SIGHUP, signal.SIGPIPE})
+
+
+def clean_signals() -> None:
+    """No signal blocked, every disposition the default (but KEPT_IGNORED): what a process started
+    by a service manager gets. crun runs hooks with almost every signal blocked
+    (SigBlk fffffffe7ffbfeff), and both the mask and ignored dispositions survive fork and exec: a
+    tracer that inherited them would never see the SIGTERM that tells it to stop."""
+    for signum in signal.valid_signals():
+        if signum in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        wanted = signal.SIG_IGN if signum in KEPT_IGNORED else signal.SIG_DFL
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(signum, wanted)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
 def _close_all_but(keep: set[int]) -> None:

@@ -10,7 +10,6 @@ exits. Every outcome is one log line with the container id; every failure says w
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import signal
@@ -86,11 +85,48 @@ def open_tracer_for(job: Job) -> tuple[Tracer, CoreTracer | None]:
     return tracer, None
 
 
+class _Held:
+    """Stop signals that arrive once the container has exited: the recording is whole then, and
+    writing it is short and bounded, so the tracer finishes and then says what it held."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.warnings: list[str] = []  # about the tracer itself (its cgroup), for the outcome
+
+    def __call__(self, signum: int, _frame: FrameType | None) -> None:
+        self.names.append(signal.Signals(signum).name)
+
+    def hold(self) -> None:
+        signal.signal(signal.SIGTERM, self)
+        signal.signal(signal.SIGINT, self)
+
+    def note(self) -> str:
+        if not self.names:
+            return ""
+        names = " and ".join(dict.fromkeys(self.names))
+        return f"; {names} arrived after the container exited and waited until this was done"
+
+
 def trace(job: Job, channel: Channel, log: HookLog) -> int:
-    """The tracer's whole life; the exit status of its process."""
-    cid = job.state.id
+    """The tracer's whole life; the exit status of its process. Every outcome is one log line."""
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    held = _Held()
+    if job.config.tracer_cgroup is not None:
+        # First thing, before the BPF object is loaded: what it allocates is counted there.
+        from syscribe.hooks.cgroup import move
+
+        held.warnings.extend(move(job.config.tracer_cgroup))
+    try:
+        return _trace(job, channel, log, held)
+    except StoppedError as why:
+        channel.error(f"the tracer was stopped ({why})")
+        log.write(job.state.id, f"the tracer was stopped ({why}); nothing was written")
+        return 1
+
+
+def _trace(job: Job, channel: Channel, log: HookLog, held: _Held) -> int:
+    cid = job.state.id
     try:
         tracer, anchored_tracer = open_tracer_for(job)
         tracer.attach(job.target)
@@ -111,6 +147,7 @@ def trace(job: Job, channel: Channel, log: HookLog) -> int:
         except StoppedError as why:
             log.write(cid, f"the tracer was stopped ({why}) before the container exited; nothing was written")
             return 1
+        held.hold()
         ended = time.time()
         counted = tracer.snapshot()
         if anchored_tracer is not None:
@@ -118,22 +155,30 @@ def trace(job: Job, channel: Channel, log: HookLog) -> int:
         else:
             before, anchored = Recording(backend=tracer.name), False
     except (RecorderError, OSError) as exc:
-        log.write(cid, f"reading the recording failed: {exc}; nothing was written")
+        log.write(cid, f"reading the recording failed: {exc}; nothing was written{held.note()}")
         return 1
     except StoppedError as why:
         log.write(cid, f"the tracer was stopped ({why}); nothing was written")
         return 1
     finally:
         tracer.close()
-    return _finish(job, log, counted, before, anchored=anchored, ended=ended)
+    return _finish(job, log, counted, before, anchored=anchored, ended=ended, held=held)
 
 
 def _finish(
-    job: Job, log: HookLog, counted: Recording, before: Recording, *, anchored: bool, ended: float
+    job: Job,
+    log: HookLog,
+    counted: Recording,
+    before: Recording,
+    *,
+    anchored: bool,
+    ended: float,
+    held: _Held | None = None,
 ) -> int:
     from syscribe.syscalls import LibseccompMissingError, name_of
 
     cid = job.state.id
+    held = held or _Held()
     trim = job.config.runtime_init == "trim"
     try:
         counted_t = outcomes.tally(counted.counts, name_of)
@@ -148,9 +193,9 @@ def _finish(
             runtime_extra=_runtime_extra(job),
         )
     except (outcomes.NothingRecordedError, ProfileError, LibseccompMissingError) as exc:
-        log.write(cid, str(exc))
+        log.write(cid, f"{exc}{held.note()}")
         return 1
-    warnings = [*counted.warnings, *before.warnings, *result.warnings]
+    warnings = [*counted.warnings, *before.warnings, *result.warnings, *held.warnings]
     if trim and not anchored and counted.backend != "core":
         warnings.append(f"the {counted.backend} backend cannot tell the runtime's setup apart; kept all")
     result = outcomes.Outcome(result.profile, tuple(dict.fromkeys(warnings)), result.excluded, result.added)
@@ -173,9 +218,17 @@ def _finish(
         version=__version__,
     )
     try:
-        write_outputs(job.dir_fd, job.placement, dumps(result.profile), json.dumps(meta, indent=2) + "\n")
+        write_outputs(
+            job.dir_fd,
+            job.placement,
+            dumps(result.profile),
+            meta,
+            on_wait=lambda why: log.write(cid, why),
+            # Told to stop: no more waiting for other writers (the digest still tells readers).
+            stop_waiting=lambda: bool(held.names),
+        )
     except OSError as exc:
-        log.write(cid, f"cannot write the profile: {exc}")
+        log.write(cid, f"cannot write the profile: {exc}{held.note()}")
         return 1
     left_out = f", {len(result.excluded)} of the runtime's setup left out" if result.excluded else ""
     if result.added:
@@ -183,7 +236,8 @@ def _finish(
     log.write(
         cid,
         f"wrote {job.placement.path}: {len(result.profile.named())} syscalls{left_out}"
-        + "".join(f"; warning: {w}" for w in result.warnings),
+        + "".join(f"; warning: {w}" for w in result.warnings)
+        + held.note(),
     )
     return 0
 

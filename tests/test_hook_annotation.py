@@ -67,12 +67,19 @@ class TestGrammar:
             ("of:/", "names a directory"),
             ("of://", "names a directory"),
             ("of:/out/p.meta.json", "metadata"),
+            ("of:/out/.syscribe-0123456789ab.tmp", "temporary files"),
+            ("of:/out/.web.json.0123456789ab.tmp", "temporary files"),
             ("of:/out/p\x00.json", "control character"),
             ("of:/out/p.json\n", "control character"),
             ("of:/out/\np.json", "control character"),
             ("of:/out/p\t.json", "control character"),
             ("of:/out/p\x7f.json", "control character"),
             ("of:/out/p\x1b[31m.json", "control character"),
+            # C1 controls (U+0080..U+009F): U+009B is a terminal's one-character CSI.
+            ("of:/out/p\x9b31m.json", "control character"),
+            ("of:/out/p\x80.json", "control character"),
+            ("of:/out/p\x85.json", "control character"),  # NEL, a line break to some readers
+            ("if:/in/\x9f.json;of:/out/p.json", "control character"),
             ("of:/out/\ud800.json", "lone surrogate"),
         ],
     )
@@ -101,6 +108,22 @@ class TestGrammar:
         with pytest.raises(AnnotationError, match="NAME_MAX"):
             parse("of:/out/" + "é" * 128)
 
+    def test_the_metadata_name_must_fit_too(self) -> None:
+        """`<stem>.meta.json` sits beside the profile: a name the grammar accepts is one the hook can
+        write, and the error names the metadata file."""
+        assert parse("of:/out/" + "x" * 245 + ".json")[0].endswith("x.json")  # meta: 255 bytes
+        assert parse("of:/out/" + "x" * 245)[0].endswith("/" + "x" * 245)
+        for name in ("x" * 246 + ".json", "x" * 250 + ".json", "x" * 255, "€" * 82 + ".json"):
+            over = r"\.meta\.json', would be 2\d\d bytes, over NAME_MAX"
+            with pytest.raises(AnnotationError, match=over) as info:
+                parse("of:/out/" + name)
+            assert "at most 2" in str(info.value) and len(str(info.value)) < 300
+        deep = "/out/" + "/".join(["d" * 200] * 20)
+        path = deep + "/" + "p" * (4094 - len(deep) - 1)  # 4094 bytes: fits; its metadata does not
+        assert len(path) < 4096
+        with pytest.raises(AnnotationError, match=r"metadata .* PATH_MAX"):
+            parse("of:" + path)
+
     def test_huge_values_fail_fast_without_scanning(self) -> None:
         with pytest.raises(AnnotationError, match="characters, longer than any valid"):
             parse("of:/" + "a" * (10 * 1024 * 1024))
@@ -120,7 +143,7 @@ class TestGrammar:
         for path in (output, input_):
             if path is not None:
                 assert path.startswith("/") and "/../" not in path + "/" and "//" not in path
-                assert all(ord(c) >= 0x20 for c in path)
+                assert all(ord(c) >= 0x20 and not 0x7F <= ord(c) <= 0x9F for c in path)
 
     @given(st.lists(st.sampled_from(["a", "b", ".", "..", "", "c d"]), max_size=8))
     def test_normalise_never_leaves_dots(self, parts: list[str]) -> None:

@@ -55,6 +55,12 @@ def test_every_key() -> None:
     assert c.fails_closed and c.runtime_init == "keep" and not c.create_directories
 
 
+def test_tracer_cgroup() -> None:
+    assert HookConfig().tracer_cgroup is None  # stays where the runtime ran it unless configured
+    assert cfg(tracerCgroup="/syscribe//tracers/./").tracer_cgroup == "/syscribe/tracers"
+    assert cfg(tracerCgroup=None).tracer_cgroup is None
+
+
 def test_the_shipped_example_parses() -> None:
     c = parse_config(EXAMPLE.read_bytes(), str(EXAMPLE))
     assert c.output_roots == (DEFAULT_OUTPUT_ROOT,)
@@ -65,6 +71,11 @@ def test_the_shipped_example_parses() -> None:
     ("values", "message"),
     [
         ({"outputRoot": ["/x"]}, "unknown key 'outputRoot'"),
+        ({"tracerCgroup": "syscribe"}, "tracerCgroup must be a cgroup path"),
+        ({"tracerCgroup": 7}, "tracerCgroup must be a cgroup path"),
+        ({"tracerCgroup": "/a/../b"}, "tracerCgroup has a '..' component"),
+        ({"tracerCgroup": "/a\x85b"}, "tracerCgroup has control characters"),
+        ({"tracerCgroup": "/" + "a" * 2000}, "too long"),
         ({"outputRoots": "/x"}, "non-empty list"),
         ({"outputRoots": []}, "non-empty list"),
         ({"outputRoots": ["relative"]}, r"outputRoots\[0\] must be an absolute"),

@@ -110,8 +110,9 @@ def test_drop_in_is_toml_with_the_keys_crio_reads() -> None:
 def test_hook_config_example_is_valid_and_complete() -> None:
     doc = json.loads(EXAMPLE.read_text())
     config = parse_config(EXAMPLE.read_bytes(), str(EXAMPLE))
-    assert len(doc) == 9  # every key, so that the example documents them all
+    assert len(doc) == 10  # every key, so that the example documents them all
     assert config.on_failure == "start"
+    assert config.tracer_cgroup == "/syscribe"
 
 
 def test_install_guide_names_the_same_paths() -> None:

@@ -86,9 +86,12 @@ BAD_VALUES = [
     ("of:", "empty path"),
     ("of:/a\x00.json", "control character"),
     ("of:/a.json\n", "control character"),
+    ("of:/a\x9b31m.json", "control character"),
     ("of:/r/../../etc/passwd", "'..' component"),
     ("of:/" + "a" * 10_000, "longer than any valid"),
     ("of:/" + "/".join(["d" * 200] * 25), "PATH_MAX"),
+    ("of:/r/" + "n" * 246 + ".json", "would be 256 bytes, over NAME_MAX"),  # a 251-byte name
+    ("of:/r/" + "n" * 255, "would be 265 bytes, over NAME_MAX"),
 ]
 
 
@@ -222,7 +225,41 @@ def test_timeout_stops_the_tracer(hookenv: HookEnv, sleeper: int) -> None:
     require("root", "ebpf")
     hookenv.configure(timeoutSeconds=0.001)
     result = hookenv.run_hook(state(sleeper, {KEY: f"of:{hookenv.root}/p.json"}))
-    check_refused(hookenv, result, "did not attach within 0.001 s and was stopped", closed=True)
+    # Stopped, or (the checks before it took the whole 1 ms) never started.
+    check_refused(hookenv, result, "did not attach within 0.001 s", closed=True)
+
+
+def valid_profile(names: int) -> dict[str, Any]:
+    return {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{"names": [f"n{i}" for i in range(names)], "action": "SCMP_ACT_ERRNO"}]}
+
+
+def test_a_big_input_profile_is_refused_before_the_start(hookenv: HookEnv, sleeper: int) -> None:
+    """`if:` is read and parsed before the container starts; a 55 MB one once held a start 11 s at
+    664 MB. Over 1 MiB is refused (with the size and the limit), before any tracer starts."""
+    big = hookenv.tmp / "big.json"
+    big.write_text(json.dumps(valid_profile(200_000)))
+    assert 1 << 20 < big.stat().st_size < 64 << 20
+    result = hookenv.run_hook(state(sleeper, {KEY: f"if:{big};of:{hookenv.root}/p.json"}))
+    check_refused(hookenv, result, f"is {big.stat().st_size} bytes; at most 1048576", closed=True)
+    assert "tracer" not in result.stderr
+    sparse = hookenv.tmp / "sparse.json"
+    with sparse.open("wb") as f:
+        f.truncate(55 * 1000 * 1000)
+    hookenv.log.unlink()
+    result = hookenv.run_hook(state(sleeper, {KEY: f"if:{sparse};of:{hookenv.root}/p.json"}))
+    check_refused(hookenv, result, "is 55000000 bytes; at most 1048576", closed=True)
+
+
+def test_the_timeout_counts_from_the_hooks_start(hookenv: HookEnv, sleeper: int) -> None:
+    """Everything before the container starts stays within timeoutSeconds: when the checks (here the
+    `if:` read and parse) have used it up, no tracer is started at all."""
+    base = hookenv.tmp / "base.json"
+    base.write_text(json.dumps(valid_profile(30_000)))  # under the limit, well over 1 ms to parse
+    hookenv.configure(timeoutSeconds=0.001)
+    result = hookenv.run_hook(state(sleeper, {KEY: f"if:{base};of:{hookenv.root}/p.json"}))
+    check_refused(hookenv, result, "did not attach within 0.001 s", "before it", "not started", closed=True)
+    assert "tracer pid" not in result.stderr and "(pid " not in result.stderr
 
 
 def test_container_process_already_gone(hookenv: HookEnv) -> None:

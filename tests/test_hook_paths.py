@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -74,15 +76,17 @@ def placement(root: Path, rel: str) -> Placement:
 
 
 class TestWriter:
-    def test_creates_missing_directories_and_writes_meta_then_profile(self, root: Path) -> None:
+    def test_creates_missing_directories_and_writes_profile_and_metadata(self, root: Path) -> None:
         p = placement(root, "ns/pod/web.json")
         fd = open_dir(p, create=True)
         try:
-            write_outputs(fd, p, "{}\n", '{"m": 1}\n')
+            digest = write_outputs(fd, p, "{}\n", '{"m": 1}\n')
         finally:
             os.close(fd)
         assert (root / "ns/pod/web.json").read_text() == "{}\n"
-        assert (root / "ns/pod/web.meta.json").read_text() == '{"m": 1}\n'
+        meta = json.loads((root / "ns/pod/web.meta.json").read_text())
+        assert meta == {"m": 1, "profileSHA256": hashlib.sha256(b"{}\n").hexdigest()} and digest == meta[
+            "profileSHA256"]
         assert oct((root / "ns").stat().st_mode & 0o777) == "0o755"
         assert not [f for f in os.listdir(root / "ns/pod") if f.endswith(".tmp")]
 
@@ -204,8 +208,8 @@ class TestReadInput:
     def test_refuses_huge_files(self, root: Path) -> None:
         big = root / "big.json"
         with big.open("wb") as f:
-            f.truncate(65 * 1024 * 1024)  # sparse: no disk used
-        with pytest.raises(OutputError, match="at most 67108864"):
+            f.truncate((1 << 20) + 1)  # sparse: no disk used
+        with pytest.raises(OutputError, match="is 1048577 bytes; at most 1048576"):
             read_input(place(str(big), [str(root)], "if:"))
 
     def test_input_root_slash(self) -> None:

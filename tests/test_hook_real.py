@@ -9,6 +9,8 @@ assertions). Whatever a test starts is stopped in `finally` blocks and the fixtu
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import re
@@ -198,6 +200,7 @@ def test_record_then_enforce(hookenv: HookEnv, busybox_rootfs: Path, runtime: st
     assert meta["runtimeInit"]["anchorSeen"] is True
     assert "pivot_root" in meta["runtimeInit"]["excluded"]
     assert meta["containerID"].startswith("syscribe-hook-")
+    assert meta["profileSHA256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert any("wrote" in line and str(out) in line for line in hookenv.lines())
 
     # Enforced by the same runtime: the same command runs, another is denied with EPERM.
@@ -206,6 +209,21 @@ def test_record_then_enforce(hookenv: HookEnv, busybox_rootfs: Path, runtime: st
         assert again.returncode == 0, again.stderr
     other = container(hookenv, busybox_rootfs, runtime, MKDIR, seccomp=profile, hook=False)
     assert denied(other), other.stdout + other.stderr
+
+
+@pytest.mark.parametrize("name", ["€" * 80 + ".json", "n" * 245 + ".json"], ids=["multibyte", "ascii"])
+def test_long_names_the_grammar_accepts_are_written(
+    hookenv: HookEnv, busybox_rootfs: Path, name: str
+) -> None:
+    """A name the annotation accepts is one the hook can write: profile, metadata and temporaries
+    (once `.<name>.<12 hex>.tmp`, past NAME_MAX at the end with the container already run)."""
+    require("root", "ebpf", "runc", "busybox")
+    out = hookenv.root / name
+    ran = container(hookenv, busybox_rootfs, "runc", LS, annotations={KEY: f"of:{out}"})
+    assert ran.returncode == 0, ran.stderr
+    meta = name.removesuffix(".json") + ".meta.json"
+    assert hookenv.written() == sorted([name, meta]), hookenv.lines()
+    assert "execve" in profile_names(out)
 
 
 def test_podman_with_rm(hookenv: HookEnv, busybox_rootfs: Path) -> None:
@@ -353,6 +371,169 @@ def test_two_containers_at_once(hookenv: HookEnv, busybox_rootfs: Path) -> None:
     assert {"symlink", "symlinkat"} & b and not {"mkdir", "mkdirat"} & b
     ids = {json.loads((hookenv.root / f"{k}.meta.json").read_text())["containerID"] for k in jobs}
     assert len(ids) == 2
+
+
+def wait_for_line(env: HookEnv, needle: str) -> str:
+    """The first log line holding `needle`, once there (a hang guard, not a timing bound)."""
+    for _ in range(WAIT_MS // 10):
+        found = [line for line in env.lines() if needle in line]
+        if found:
+            return found[0]
+        threading.Event().wait(0.01)
+    pytest.fail(f"no log line with {needle!r} after {WAIT_MS / 1000:g} s: {env.lines()}")
+
+
+def container_status(runtime: str, cid: str) -> str | None:
+    shown = subprocess.run([runtime, "state", cid], capture_output=True, text=True, check=False)
+    return str(json.loads(shown.stdout)["status"]) if shown.returncode == 0 else None
+
+
+def wait_running(runtime: str, cid: str) -> None:
+    for _ in range(WAIT_MS // 10):
+        if container_status(runtime, cid) == "running":
+            return
+        threading.Event().wait(0.01)
+    pytest.fail(f"container {cid} not running after {WAIT_MS / 1000:g} s")
+
+
+def signal_mask(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^SigBlk:\s*([0-9a-f]+)$", status, re.M).group(1), 16)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("runtime", ["runc", "crun"])
+def test_sigterm_stops_the_tracer(hookenv: HookEnv, busybox_rootfs: Path, runtime: str) -> None:
+    """crun runs hooks with signals blocked; the tracer starts with none blocked, whatever the runtime,
+    so a SIGTERM (node shutdown) stops it while the container runs, and nothing is written."""
+    require("root", "ebpf", runtime, "busybox")
+    out = hookenv.root / "stopped.json"
+    cid, bundle = prepare(hookenv, busybox_rootfs, runtime, ["/bin/sleep", "3600"],
+                          annotations={KEY: f"of:{out}"})
+    results: list[subprocess.CompletedProcess[str]] = []
+    runner = threading.Thread(target=lambda: results.append(run_prepared(runtime, cid, bundle)))
+    runner.start()
+    try:
+        line = wait_for_line(hookenv, "tracer pid")
+        tracer = int(re.findall(r"tracer pid (\d+)", line)[0])
+        wait_running(runtime, cid)
+        assert signal_mask(tracer) == 0
+        fd = os.pidfd_open(tracer)
+        try:
+            signal.pidfd_send_signal(fd, signal.SIGTERM)
+        finally:
+            os.close(fd)
+        wait_pid(tracer)
+        stopped = wait_for_line(hookenv, "the tracer was stopped")
+        assert f"container {cid}" in stopped and "SIGTERM" in stopped and "nothing was written" in stopped
+        assert container_status(runtime, cid) == "running"  # stopped while the container still ran
+    finally:
+        subprocess.run([runtime, "kill", cid, "KILL"], capture_output=True, check=False)
+        runner.join()
+    assert hookenv.written() == []
+    assert "Traceback" not in "".join(hookenv.lines())
+
+
+def test_sigterm_during_the_write(hookenv: HookEnv, busybox_rootfs: Path) -> None:
+    """A SIGTERM once the container has exited (here: while the tracer waits for another writer of
+    the directory) is held until the dump is whole; the log has one line for it with the container
+    id, and no traceback."""
+    require("root", "ebpf", "runc", "busybox")
+    out = hookenv.root / "held.json"
+    squatter = os.open(hookenv.root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(squatter, fcntl.LOCK_EX)  # the tracer's write waits for this
+        cid, bundle = prepare(hookenv, busybox_rootfs, "runc", LS, annotations={KEY: f"of:{out}"})
+        assert run_prepared("runc", cid, bundle).returncode == 0
+        wait_for_line(hookenv, "waiting for another writer")
+        for pid in hookenv.tracer_pids():
+            fd = os.pidfd_open(pid)
+            try:
+                signal.pidfd_send_signal(fd, signal.SIGTERM)
+            finally:
+                os.close(fd)
+    finally:
+        os.close(squatter)
+    hookenv.wait_tracers()
+    lines = hookenv.lines()
+    assert "Traceback" not in "\n".join(lines)
+    assert all(line.startswith("20") and f"container {cid}" in line for line in lines), lines
+    done = lines[-1]
+    assert f"wrote {out}" in done and "SIGTERM" in done, lines
+    meta = json.loads((hookenv.root / "held.meta.json").read_text())
+    assert meta["profileSHA256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+def own_cgroup(controller: str) -> str:
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            return path
+    pytest.fail(f"no {controller} hierarchy in /proc/self/cgroup")
+
+
+def tracer_cgroups(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    return {c or "unified": p for _, c, p in (line.split(":", 2) for line in lines)}
+
+
+@pytest.fixture
+def tracer_cgroup() -> Iterator[str]:
+    """A cgroup path for the tracer, below this test's own memory cgroup (so that its memory stays
+    counted inside whatever limits this run); every directory the tracer makes is removed after."""
+    from syscribe.hooks import cgroup
+
+    target = f"{own_cgroup('memory').rstrip('/')}/syscribe-test-{uuid.uuid4().hex[:8]}"
+    hierarchies = cgroup.parse_proc_cgroup(Path("/proc/self/cgroup").read_text())
+    mounts = cgroup.mount_points(Path("/proc/self/mountinfo").read_text())
+    points = {m for h in hierarchies if (m := cgroup.mount_of(h, mounts)) is not None}
+    # Only the target and its ancestors, in each hierarchy: other runs make cgroups meanwhile.
+    parts = target.strip("/").split("/")
+    chain = [f"{m}/{'/'.join(parts[:n])}" for m in points for n in range(1, len(parts) + 1)]
+    existed = {d for d in chain if os.path.isdir(d)}
+    try:
+        yield target
+    finally:
+        for directory in sorted(set(chain) - existed, key=len, reverse=True):
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
+
+
+def test_the_tracer_moves_into_its_own_cgroup(
+    hookenv: HookEnv, busybox_rootfs: Path, tracer_cgroup: str
+) -> None:
+    """Out of the runtime's cgroup (the pod's, under CRI-O), into tracerCgroup in every hierarchy:
+    its memory is counted there."""
+    require("root", "ebpf", "runc", "busybox")
+    hookenv.configure(tracerCgroup=tracer_cgroup)
+    out = hookenv.root / "moved.json"
+    cid, bundle = prepare(hookenv, busybox_rootfs, "runc", ["/bin/sleep", "3600"],
+                          annotations={KEY: f"of:{out}"})
+    runner = threading.Thread(target=run_prepared, args=("runc", cid, bundle))
+    runner.start()
+    try:
+        line = wait_for_line(hookenv, "tracer pid")
+        tracer = int(re.findall(r"tracer pid (\d+)", line)[0])
+        wait_running("runc", cid)
+        placed = tracer_cgroups(tracer)
+        assert placed and set(placed.values()) == {tracer_cgroup}, placed
+        usage = Path(f"/sys/fs/cgroup/memory{tracer_cgroup}/memory.usage_in_bytes").read_text()
+        assert int(usage) > 1 << 20  # the tracer's memory is counted there
+    finally:
+        subprocess.run(["runc", "kill", cid, "KILL"], capture_output=True, check=False)
+        runner.join()
+    hookenv.wait_tracers()
+    meta = json.loads((hookenv.root / "moved.meta.json").read_text())
+    assert not [w for w in meta["warnings"] if "cgroup" in w], meta["warnings"]
+
+
+def test_a_cgroup_the_tracer_cannot_join_is_a_warning(hookenv: HookEnv, busybox_rootfs: Path) -> None:
+    require("root", "ebpf", "runc", "busybox")
+    hookenv.configure(tracerCgroup="/cgroup.procs/tracer")  # below a file: made nowhere
+    out = hookenv.root / "stayed.json"
+    assert container(hookenv, busybox_rootfs, "runc", LS, annotations={KEY: f"of:{out}"}).returncode == 0
+    meta = json.loads((hookenv.root / "stayed.meta.json").read_text())
+    assert any("stayed in the runtime's cgroup" in w and "Not a directory" in w for w in meta["warnings"])
+    assert "stayed in the runtime's cgroup" in hookenv.lines()[-1]
 
 
 def test_bad_annotation_fails_the_start_or_not_as_configured(hookenv: HookEnv, busybox_rootfs: Path) -> None:

@@ -170,3 +170,12 @@ def test_read_limited_refuses_fifos_and_devices_without_hanging(tmp_path: Path) 
         fsutil.read_limited(fifo)
     with pytest.raises(FsError, match="not a regular file"):
         fsutil.read_limited("/dev/zero")
+
+
+@pytest.mark.parametrize("name", ["€" * 80 + ".json", "x" * 255, "é" * 127], ids=["euro", "ascii", "e-acute"])
+def test_a_name_that_fits_name_max_is_written(tmp_path: Path, name: str) -> None:
+    """The temporary beside it is short whatever the name is (it once grew with the name, past
+    NAME_MAX for names of 241 bytes and more: "File name too long")."""
+    fsutil.write_atomic(tmp_path / name, "{}")
+    assert (tmp_path / name).read_text() == "{}"
+    assert leftovers(tmp_path) == []

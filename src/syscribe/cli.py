@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "convert": "syscribe.commands.profiles:convert",
     "doctor": "syscribe.commands.doctor:doctor",
     "demo": "syscribe.commands.demo:demo",
+    "install-hook": "syscribe.commands.install_hook:install_hook",
     "enrich": "syscribe.enricher.cli:enrich",
     "webhook": "syscribe.commands.controller:webhook",
     "agent": "syscribe.commands.controller:agent",

@@ -65,7 +65,8 @@ def write_atomic_at(
         raise FsError(f"{shown}: not a file name")
     payload = data.encode() if isinstance(data, str) else data
     _refuse_link_or_dir(dir_fd, name, shown)
-    tmp = f".{name[:200]}.{secrets.token_hex(6)}.tmp"
+    # Short whatever `name` is: a temporary must fit NAME_MAX wherever `name` itself does.
+    tmp = f".{_prefix(name, 32)}.{secrets.token_hex(6)}.tmp"
     try:
         fd = os.open(
             tmp,
@@ -97,6 +98,11 @@ def write_atomic_at(
     if sync:
         with contextlib.suppress(OSError):
             os.fsync(dir_fd)
+
+
+def _prefix(name: str, limit: int) -> str:
+    """The start of `name`, at most `limit` bytes of UTF-8, cut between characters."""
+    return name.encode("utf-8", "surrogateescape")[:limit].decode("utf-8", "ignore")
 
 
 def _refuse_link_or_dir(dir_fd: int, name: str, shown: str) -> None:
