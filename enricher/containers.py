@@ -38,6 +38,7 @@ from syscribe.enricher.cgroup import (
     may_name_container,
     parse_proc_cgroup,
 )
+from syscribe.enricher.gonepids import GonePids
 
 if TYPE_CHECKING:
     from syscribe.enricher.kube import PodLabelSource
@@ -270,6 +271,11 @@ class ContainerResolver:
         btime_data = read_bounded(proc, ["stat"], 16 * MAX_PROC_FILE)
         self._btime = parse_btime(btime_data) if btime_data is not None else None
         self._ticks = os.sysconf("SC_CLK_TCK")
+        # Without a boot time a process cannot be placed in time, and a miss teaches nothing.
+        self._gone_pids = (
+            GonePids(PID_MAX, time.time(), margin=START_SLACK + 2.0)
+            if self._btime is not None and self._ticks > 0 else None
+        )
 
     # public ---------------------------------------------------------------------------------------------
 
@@ -283,8 +289,16 @@ class ContainerResolver:
             self.stats.lookups += 1
         if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= PID_MAX:
             return Lookup(None, True)
+        gone_pids = self._gone_pids
+        if gone_pids is not None and at is not None and gone_pids.gone(pid, at):
+            # Its process was gone when this record was already old: whoever has the pid now
+            # started after the record (lookup would find just that), so /proc need not be asked.
+            return self._gone(pid, at)
+        looked = time.time()
         first = self._stat(pid)
         if first is None:
+            if gone_pids is not None:
+                gone_pids.add(pid, looked)
             return self._gone(pid, at)
         comm, start = first
         if at is not None and self._started_after(start, at):
