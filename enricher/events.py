@@ -427,7 +427,6 @@ class EventAssembler:
         check_at = base + 1 if queue else _NEVER
         non_audit = records = unjoined = late = alone_count = 0
         alone = self._alone
-        run: list[AuditEvent] = []  # the events that went out alone since the last other release
         last_head = b""  # the header (up to its audit id) of the last companion looked at
         last_verdict = _UNKNOWN
         self._mains = mains
@@ -461,13 +460,7 @@ class EventAssembler:
                                 # Nothing waits ahead of it, so written now it keeps its place.
                                 event = self._seccomp_alone(line, at, end)
                                 if event is not None:
-                                    emit = first + n - base - 1
-                                    if released and released[-1][1] is run:
-                                        run.append(event)
-                                        released[-1] = (emit, run)
-                                    else:
-                                        run = [event]
-                                        released.append((emit, run))
+                                    released.append((first + n - base - 1, [event]))
                                     alone_count += 1
                                     continue
                             here = first + n - base - 1 if position is _SEQ else position

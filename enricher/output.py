@@ -9,9 +9,10 @@ tclass`) or AppArmor (`apparmor operation profile name extra_info`) records; the
 optional API resolver). Unlike SPO, whose `timestamp` is the audit id string, `timestamp` here is the
 record's time in RFC 3339 (UTC, milliseconds) and the audit id is in `auditID`.
 
-The writer appends lines to a file (or stdout) and flushes them per batch with write(2); it rotates the
-file by size itself (fsync first), reports how many complete lines reached the file when the disk is
-full (keeping the rest to write later), and can cut a file back to a checkpoint's length so that a
+The writer appends lines to a file (or stdout, a FIFO, a character device such as /dev/null: those are
+written as they are, never rotated, cut or synced) and flushes them per batch with write(2); it rotates
+the file by size itself (fsync first), reports how many complete lines reached the file when the disk
+is full (keeping the rest to write later), and can cut a file back to a checkpoint's length so that a
 restart writes nothing twice.
 """
 
@@ -172,6 +173,7 @@ class OutputWriter:
         self.error: str | None = None  # why the last flush stopped short
         self.lines_written = 0
         self.rotations = 0
+        self.regular = path is not None  # False for stdout, a FIFO, a character device: no rotation
         if path is None:
             self._fd = sys.stdout.fileno()
             self._dev = self._ino = 0
@@ -198,13 +200,35 @@ class OutputWriter:
                 raise OutputError(f"output {self.path} is a directory; give a file path") from None
             raise OutputError(f"cannot open output {self.path}: {exc.strerror}") from None
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            raise OutputError(f"output {self.path} is not a regular file")
+        self.regular = stat.S_ISREG(st.st_mode)
+        if not self.regular:
+            fd = self._reopen_special(fd, st)
         self._fd = fd
         self._dev, self._ino = st.st_dev, st.st_ino
-        self._size = st.st_size
-        self._repair_torn_end()
+        self._size = st.st_size if self.regular else 0
+        if self.regular:
+            self._repair_torn_end()
+
+    def _reopen_special(self, fd: int, st: os.stat_result) -> int:
+        """A FIFO or a character device (/dev/null): written as it is, never rotated, cut or synced.
+        A FIFO is opened again for writing only, so that its reader going away is seen (EPIPE) rather
+        than our own read end keeping it open; that open waits for a reader, as a shell's would."""
+        assert self.path is not None
+        if not (stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode)):
+            os.close(fd)  # a block device or a socket: never written as a stream of lines
+            raise OutputError(f"output {self.path} is not a regular file, a FIFO or a character device")
+        if not stat.S_ISFIFO(st.st_mode):
+            return fd
+        os.close(fd)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise OutputError(f"cannot open output {self.path}: {exc.strerror}") from None
+        again = os.fstat(fd)
+        if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino):
+            os.close(fd)
+            raise OutputError(f"output {self.path} was replaced while it was opened; try again")
+        return fd
 
     def _repair_torn_end(self) -> None:
         """A run that died mid-line (or a disk that filled mid-line) left a line without its end: cut it,
@@ -241,8 +265,8 @@ class OutputWriter:
             os.close(fd)
 
     def mark(self) -> OutputMark | None:
-        """The output's length as far as complete lines reached it."""
-        if self.path is None:
+        """The output's length as far as complete lines reached it (None when it is not a file)."""
+        if not self.regular:
             return None
         return OutputMark(str(self.path), self._dev, self._ino, self._size)
 
@@ -264,7 +288,7 @@ class OutputWriter:
             return 0
         pending = self._pending
         count = len(pending)
-        if self.path is not None and self.max_bytes > 0:
+        if self.regular and self.max_bytes > 0:
             # Stop at the line that reaches the rotation size: the caller rotates, then flushes on.
             room = self.max_bytes - self._size
             if room <= 0 or sum(map(len, pending)) > room:
@@ -310,11 +334,11 @@ class OutputWriter:
         return done
 
     def sync(self) -> None:
-        if self.path is not None and self._fd >= 0:
+        if self.regular and self._fd >= 0:
             os.fdatasync(self._fd)
 
     def rotate_due(self) -> bool:
-        if self.path is None or self.max_bytes <= 0 or self._head_done:
+        if not self.regular or self.max_bytes <= 0 or self._head_done:
             return False
         return self._size >= self.max_bytes
 

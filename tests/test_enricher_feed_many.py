@@ -118,7 +118,7 @@ LINE = st.one_of(
 
 
 def by_line(
-    lines: list[bytes], cuts: list[int], nows: list[float], options: dict[str, float]
+    lines: list[bytes], cuts: list[int], nows: list[float], options: dict[str, float | bool]
 ) -> tuple[list[tuple[int, list[AuditEvent]]], list[tuple[object, ...]], EventAssembler]:
     assembler = EventAssembler(namer=namer, **options)  # type: ignore[arg-type]
     released: list[tuple[int, list[AuditEvent]]] = []
@@ -133,7 +133,7 @@ def by_line(
 
 
 def by_batch(
-    lines: list[bytes], cuts: list[int], nows: list[float], options: dict[str, float]
+    lines: list[bytes], cuts: list[int], nows: list[float], options: dict[str, float | bool]
 ) -> tuple[
     list[tuple[int, list[AuditEvent]]], list[tuple[object, ...]], EventAssembler, list[tuple[str | None, str]]
 ]:
@@ -161,15 +161,18 @@ def state(assembler: EventAssembler) -> tuple[object, ...]:
     hold_lines=st.integers(1, 12),
     max_pending=st.integers(1, 8),
     hold_seconds=st.sampled_from([0.0, 0.25, 1e9]),
+    seccomp_alone=st.booleans(),
 )
 def test_feed_many_is_feed_line_by_line(
-    lines: list[bytes], data: st.DataObject, hold_lines: int, max_pending: int, hold_seconds: float
+    lines: list[bytes], data: st.DataObject, hold_lines: int, max_pending: int, hold_seconds: float,
+    seccomp_alone: bool,
 ) -> None:
     cuts = sorted(data.draw(st.lists(st.integers(0, len(lines)), max_size=6)))
     steps = data.draw(st.lists(st.sampled_from([0.0, 0.1, 0.3]), min_size=len(cuts) + 1,
                                max_size=len(cuts) + 1))
     nows = [sum(steps[: i + 1]) for i in range(len(steps))]
-    options = {"hold_lines": hold_lines, "max_pending": max_pending, "hold_seconds": hold_seconds}
+    options = {"hold_lines": hold_lines, "max_pending": max_pending, "hold_seconds": hold_seconds,
+               "seccomp_alone": seccomp_alone}
 
     expected, expected_states, one = by_line(lines, cuts, nows, options)
     got, got_states, many, mains = by_batch(lines, cuts, nows, options)
