@@ -70,6 +70,7 @@ CHECKS: dict[str, Callable[[], str | None]] = {
     "auditctl": _program("auditctl", "auditd"),
     "ausearch": _program("ausearch", "auditd"),
     "rsyslogd": _program("rsyslogd", "rsyslog"),
+    "setpriv": _program("setpriv", "util-linux"),
 }
 
 
