@@ -139,6 +139,7 @@ class Timing:
     lines: int
     peak_rss_mib: float
     output_lines: int
+    cpu_seconds: float = 0.0  # user + system, the child's own (wait4's rusage)
 
     @property
     def lines_per_second(self) -> float:
@@ -160,7 +161,7 @@ def timed(name: str, cmd: list[str], lines: int, stdout: Path) -> Timing:
         raise SystemExit(f"{name} failed ({process.returncode}): {err.strip()[-500:]}")
     with open(stdout, "rb") as fh:
         count = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
-    return Timing(name, seconds, lines, usage.ru_maxrss / 1024, count)
+    return Timing(name, seconds, lines, usage.ru_maxrss / 1024, count, usage.ru_utime + usage.ru_stime)
 
 
 def enrich_cmd(log: Path, out: Path, *extra: str) -> list[str]:
@@ -337,16 +338,21 @@ def print_table(mixes: dict[str, dict[str, list[Timing]]]) -> None:
         base = statistics.median(r.seconds for r in runs[AUSEARCH])
         rounds = len(runs[AUSEARCH])
         seconds = f"seconds ({rounds} runs)" if rounds > 1 else "seconds"
-        print(f"\n{label:36} {seconds:>16} {'lines/s':>10} {'peak RSS MiB':>13} {'lines out':>10} "
-              f"{'vs ausearch':>12}")
+        cpu_base = statistics.median(r.cpu_seconds for r in runs[AUSEARCH])
+        print(f"\n{label:36} {seconds:>16} {'CPU seconds':>12} {'lines/s':>10} {'peak RSS MiB':>13} "
+              f"{'lines out':>10} {'vs ausearch':>12} {'CPU vs':>7}")
         for name, timings in runs.items():
             times = sorted(r.seconds for r in timings)
+            cpu = sorted(r.cpu_seconds for r in timings)
             span = f"{times[0]:.2f}" if len(times) == 1 else f"{times[0]:.2f}-{times[-1]:.2f}"
+            cpu_span = f"{cpu[0]:.2f}" if len(cpu) == 1 else f"{cpu[0]:.2f}-{cpu[-1]:.2f}"
             best = max(r.lines_per_second for r in timings)
             rss = max(r.peak_rss_mib for r in timings)
-            ratio = f"{statistics.median(times) / base:.2f}x" if name != ENRICH_QUARTER else "-"
-            print(f"{name:36} {span:>16} {best:10.0f} {rss:13.1f} {timings[-1].output_lines:10} "
-                  f"{ratio:>12}")
+            quarter = name == ENRICH_QUARTER
+            ratio = "-" if quarter else f"{statistics.median(times) / base:.2f}x"
+            cpu_ratio = "-" if quarter else f"{statistics.median(cpu) / cpu_base:.2f}x"
+            print(f"{name:36} {span:>16} {cpu_span:>12} {best:10.0f} {rss:13.1f} "
+                  f"{timings[-1].output_lines:10} {ratio:>12} {cpu_ratio:>7}")
 
 
 def check(runs: dict[str, list[Timing]], max_ratio: float) -> list[str]:

@@ -332,9 +332,20 @@ class Pipeline:
                 backlog.append(_Held(event, lower, emit, lookup, deadline))
 
     def _release_all(self, released: list[tuple[int, list[AuditEvent]]], now: float, lower: int) -> None:
-        """_release() for each (emit, events) the assembler gave back."""
+        """_release() for each (emit, events) the assembler gave back, its loop run once for them all:
+        a SECCOMP record that went out alone is one (emit, [event]) of its own."""
+        deadline = now + self.settings.backlog_seconds
+        self.stats.events += sum(len(events) for _, events in released)
+        backlog = self._backlog
+        resolve = self._resolve
+        write = self._write
         for emit, events in released:
-            self._release(events, now, lower, emit)
+            for event in events:
+                lookup = resolve(event)
+                if not backlog and lookup.settled:
+                    write(event, lookup.info, lower, emit)
+                else:
+                    backlog.append(_Held(event, lower, emit, lookup, deadline))
 
     def _drain(self, now: float, *, final: bool) -> None:
         backlog = self._backlog
