@@ -42,6 +42,7 @@ from syscribe.enricher.containers import ContainerInfo, Lookup
 from syscribe.enricher.events import AuditEvent, EventAssembler
 from syscribe.enricher.metrics import Metrics
 from syscribe.enricher.output import Filter, OutputClosedError, OutputWriter
+from syscribe.enricher.problems import PROBLEMS
 from syscribe.enricher.sources import Batch, Source, SourceError
 
 # A warm lookup's answer stands in for the lookup at release time for this long (the same question:
@@ -96,16 +97,10 @@ class Settings:
     report_every: float = 60.0  # the same problem is printed at most this often
 
 
-_ERROR_CODES = frozenset({
-    "unreadable", "not_regular", "symlink", "open_error", "read_error", "oversized_line", "missing",
-    "checkpoint_gone", "kmsg_lost", "ratelimited", "netlink_overrun", "foreign",
-    "output_full", "stat_error", "resolver_error",
-})
-
-
 class Reporter:
-    """Problems and notable happenings: counted (metrics) and printed as one line each to stderr, the
-    same kind at most once per `every` seconds (with how many were not printed)."""
+    """Problems and notable happenings (problems.Problem, problems.Notice): problems counted (metrics),
+    each printed as one line to stderr, the same kind at most once per `every` seconds (with how many
+    were not printed)."""
 
     def __init__(self, metrics: Metrics | None, stats: Stats, *, every: float = 60.0,
                  stream: Any = None, quiet: bool = False) -> None:
@@ -118,7 +113,7 @@ class Reporter:
 
     def __call__(self, code: str, message: str) -> None:
         self._stats.problems[code] = self._stats.problems.get(code, 0) + 1
-        if self._metrics is not None and code in _ERROR_CODES:
+        if self._metrics is not None and code in PROBLEMS:
             self._metrics.problem(code)
         if self._quiet:
             return
