@@ -3,10 +3,12 @@ old enough that whoever holds the pid now started after them."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from syscribe.enricher import containers
 from syscribe.enricher.containers import PID_MAX, ContainerResolver, Lookup
 from syscribe.enricher.gonepids import GonePids
 
@@ -81,3 +83,22 @@ def test_without_a_boot_time_there_is_no_cache(tmp_path: Path) -> None:
     (proc / "4242" / "cgroup").write_bytes(b"0::/system.slice/cron.service\n")
     assert resolver.lookup(4242, at=old) == Lookup(None, True)
     assert resolver.stats.gone == 1  # the second was found (a host process), not taken for gone
+
+
+def test_a_pid_without_a_process_is_told_by_signal_0_on_our_own_proc(tmp_path: Path) -> None:
+    """On this pid namespace's /proc, kill(pid, 0) says a pid is free before any open; elsewhere (a
+    fake or another namespace's /proc) it could answer for the wrong namespace, so it is not used."""
+    own = ContainerResolver(state_dirs=[])
+    assert own._probe_by_signal
+    assert not ContainerResolver(proc=tmp_path, state_dirs=[])._probe_by_signal
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert containers._exists(child.pid) and containers._exists(1)
+        assert own.lookup(child.pid) == Lookup(None, True)  # a host process, found
+        assert own.stats.gone == 0
+    finally:
+        child.kill()
+        child.wait()
+    assert not containers._exists(child.pid)
+    assert own.lookup(child.pid, at=time.time() - 600) == Lookup(None, True)
+    assert own.stats.gone == 1
