@@ -93,7 +93,9 @@ class Reader:
                 self.dropped += 1
         self.cpu = time.thread_time() - started
 
-    def settle(self, quiet: float = 1.0, limit: float = 120.0) -> None:
+    def settle(self, wake: Callable[[], object], quiet: float = 1.0, limit: float = 120.0) -> None:
+        """Until nothing new came for `quiet` seconds; then stop the thread (`wake` makes one more event,
+        for a reader that blocks until one comes: pyroute2's get())."""
         deadline = time.monotonic() + limit
         last, since = -1, time.monotonic()
         while time.monotonic() < deadline:
@@ -103,7 +105,9 @@ class Reader:
                 break
             time.sleep(0.05)
         self._stop.set()
-        self._thread.join()
+        while self._thread.is_alive():
+            wake()
+            self._thread.join(0.5)
 
 
 # --- process events -----------------------------------------------------------------------------------
@@ -156,7 +160,7 @@ def process_events(make: Callable[[], tuple[Reader, Callable[[], None]]], n: int
     time.sleep(0.5)
     started = time.monotonic()
     subprocess.run(["sh", "-c", STORM.format(n=n)], stdin=subprocess.DEVNULL, check=True, timeout=3600)
-    reader.settle()
+    reader.settle(lambda: subprocess.run(["/bin/true"], check=True))
     close()
     return Reading(reader.name, reader.events, reader.dropped, reader.cpu, time.monotonic() - started)
 
@@ -205,7 +209,7 @@ def audit_records(make: Callable[[], tuple[Reader, Callable[[], None]]], n: int)
     time.sleep(0.5)
     started = time.monotonic()
     subprocess.run([sys.executable, "-c", AUDIT_STORM, str(n)], check=True, timeout=3600)
-    reader.settle()
+    reader.settle(lambda: subprocess.run([sys.executable, "-c", AUDIT_STORM, "1"], check=True))
     close()
     return Reading(reader.name, reader.events, reader.dropped, reader.cpu, time.monotonic() - started)
 
