@@ -4,7 +4,7 @@ The enricher reads two netlink sockets with the standard library: the process ev
 (enricher/proctrack.py) and the audit multicast group (enricher/sources.py). pyroute2 (0.9) has a
 class for the first (`pyroute2.netlink.connector.cn_proc.ProcEventSocket`) and a generic
 `NetlinkSocket` for the second. This measures the reading and decoding alone (no /proc reads, no
-parsing of audit records), each reader in a thread of its own while something makes events:
+parsing of audit records), each reader in the main thread while a thread runs what makes events:
 
 1. process events: a shell runs --processes short processes (fork + exec of /bin/true); the reader's
    thread CPU time (time.thread_time) per event, the events it got (fork, exec, exit), and how many
@@ -63,7 +63,9 @@ class Reading:
 
 
 class Reader:
-    """Reads `sock` in a thread until stopped: `take(data)` counts the events of what one recv gave."""
+    """Reads a socket in the calling thread (pyroute2's sockets answer only the thread that made them:
+    its get() in another thread never returns) while `storm` runs in a thread of its own; `recv()`
+    reads what one wakeup brings and says how many events it held."""
 
     def __init__(self, name: str, recv: Callable[[], int], fileno: int) -> None:
         self.name = name
@@ -72,42 +74,31 @@ class Reader:
         self.events = 0
         self.dropped = 0
         self.cpu = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
+    def read_during(self, storm: Callable[[], object], quiet: float = 1.5) -> float:
+        """Read until the storm is over and nothing came for `quiet` seconds; the wall time."""
+        thread = threading.Thread(target=storm)
         poller = select.poll()
         poller.register(self._fileno, select.POLLIN)
-        started = time.thread_time()
-        while not self._stop.is_set():
+        started, cpu = time.monotonic(), time.thread_time()
+        thread.start()
+        last = time.monotonic()
+        while thread.is_alive() or time.monotonic() - last < quiet:
             if not poller.poll(100):
                 continue
             try:
-                self.events += self._recv()
+                got = self._recv()
             except OSError as exc:
                 if exc.errno != errno.ENOBUFS:
                     raise
                 self.dropped += 1
-        self.cpu = time.thread_time() - started
-
-    def settle(self, wake: Callable[[], object], quiet: float = 1.0, limit: float = 120.0) -> None:
-        """Until nothing new came for `quiet` seconds; then stop the thread (`wake` makes one more event,
-        for a reader that blocks until one comes: pyroute2's get())."""
-        deadline = time.monotonic() + limit
-        last, since = -1, time.monotonic()
-        while time.monotonic() < deadline:
-            if self.events != last:
-                last, since = self.events, time.monotonic()
-            elif time.monotonic() - since >= quiet:
-                break
-            time.sleep(0.05)
-        self._stop.set()
-        while self._thread.is_alive():
-            wake()
-            self._thread.join(0.5)
+                continue
+            if got:  # a wakeup may bring nothing of ours (other messages, pyroute2's own)
+                self.events += got
+                last = time.monotonic()
+        thread.join()
+        self.cpu = time.thread_time() - cpu
+        return last - started
 
 
 # --- process events -----------------------------------------------------------------------------------
@@ -156,13 +147,10 @@ def _pyroute2_proc() -> tuple[Reader, Callable[[], None]]:
 
 def process_events(make: Callable[[], tuple[Reader, Callable[[], None]]], n: int) -> Reading:
     reader, close = make()
-    reader.start()
-    time.sleep(0.5)
-    started = time.monotonic()
-    subprocess.run(["sh", "-c", STORM.format(n=n)], stdin=subprocess.DEVNULL, check=True, timeout=3600)
-    reader.settle(lambda: subprocess.run(["/bin/true"], check=True))
+    wall = reader.read_during(lambda: subprocess.run(
+        ["sh", "-c", STORM.format(n=n)], stdin=subprocess.DEVNULL, check=True, timeout=3600))
     close()
-    return Reading(reader.name, reader.events, reader.dropped, reader.cpu, time.monotonic() - started)
+    return Reading(reader.name, reader.events, reader.dropped, reader.cpu, wall)
 
 
 # --- audit --------------------------------------------------------------------------------------------
@@ -205,13 +193,10 @@ def _pyroute2_audit() -> tuple[Reader, Callable[[], None]]:
 
 def audit_records(make: Callable[[], tuple[Reader, Callable[[], None]]], n: int) -> Reading:
     reader, close = make()
-    reader.start()
-    time.sleep(0.5)
-    started = time.monotonic()
-    subprocess.run([sys.executable, "-c", AUDIT_STORM, str(n)], check=True, timeout=3600)
-    reader.settle(lambda: subprocess.run([sys.executable, "-c", AUDIT_STORM, "1"], check=True))
+    wall = reader.read_during(lambda: subprocess.run(
+        [sys.executable, "-c", AUDIT_STORM, str(n)], check=True, timeout=3600))
     close()
-    return Reading(reader.name, reader.events, reader.dropped, reader.cpu, time.monotonic() - started)
+    return Reading(reader.name, reader.events, reader.dropped, reader.cpu, wall)
 
 
 def main() -> int:
