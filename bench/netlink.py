@@ -56,6 +56,7 @@ class Reading:
     dropped: int  # ENOBUFS: the kernel's queue for us overflowed (datagrams lost, not counted)
     cpu_seconds: float
     wall_seconds: float
+    broken: bool = False  # the reader gave up: every read after an overrun fails again
 
     @property
     def us_per_event(self) -> float:
@@ -74,6 +75,8 @@ class Reader:
         self.events = 0
         self.dropped = 0
         self.cpu = 0.0
+        self.broken = False
+        self._last_error: OSError | None = None
 
     def read_during(self, storm: Callable[[], object], quiet: float = 1.5) -> float:
         """Read until the storm is over and nothing came for `quiet` seconds; the wall time."""
@@ -91,6 +94,12 @@ class Reader:
             except OSError as exc:
                 if exc.errno != errno.ENOBUFS:
                     raise
+                if exc is self._last_error:
+                    # pyroute2 keeps the first error of its transport and raises it on every later
+                    # read: the socket is lost for good
+                    self.broken = True
+                    break
+                self._last_error = exc
                 self.dropped += 1
                 continue
             if got:  # a wakeup may bring nothing of ours (other messages, pyroute2's own)
@@ -150,7 +159,7 @@ def process_events(make: Callable[[], tuple[Reader, Callable[[], None]]], n: int
     wall = reader.read_during(lambda: subprocess.run(
         ["sh", "-c", STORM.format(n=n)], stdin=subprocess.DEVNULL, check=True, timeout=3600))
     close()
-    return Reading(reader.name, reader.events, reader.dropped, reader.cpu, wall)
+    return Reading(reader.name, reader.events, reader.dropped, reader.cpu, wall, reader.broken)
 
 
 # --- audit --------------------------------------------------------------------------------------------
@@ -196,7 +205,7 @@ def audit_records(make: Callable[[], tuple[Reader, Callable[[], None]]], n: int)
     wall = reader.read_during(lambda: subprocess.run(
         [sys.executable, "-c", AUDIT_STORM, str(n)], check=True, timeout=3600))
     close()
-    return Reading(reader.name, reader.events, reader.dropped, reader.cpu, wall)
+    return Reading(reader.name, reader.events, reader.dropped, reader.cpu, wall, reader.broken)
 
 
 def main() -> int:
@@ -207,15 +216,19 @@ def main() -> int:
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: both sockets need it")
-    results = {
-        "process events": [process_events(make, args.processes) for make in (_hand_proc, _pyroute2_proc)],
-        "audit": [audit_records(make, args.records) for make in (_hand_audit, _pyroute2_audit)],
-    }
-    print(f"{'':15} {'reader':42} {'events':>8} {'dropped':>8} {'CPU s':>7} {'us/event':>9}")
+    results: dict[str, list[Reading]] = {"process events": [], "audit": []}
+    for make in (_hand_proc, _pyroute2_proc):
+        results["process events"].append(process_events(make, args.processes))
+        print(results["process events"][-1], flush=True)
+    for make in (_hand_audit, _pyroute2_audit):
+        results["audit"].append(audit_records(make, args.records))
+        print(results["audit"][-1], flush=True)
+    print(f"{'':15} {'reader':42} {'events':>8} {'dropped':>8} {'CPU s':>7} {'us/event':>9} {'wall s':>7}")
     for case, readings in results.items():
         for r in readings:
+            broken = "  broken: every read after the overrun fails" if r.broken else ""
             print(f"{case:15} {r.reader:42} {r.events:>8} {r.dropped:>8} {r.cpu_seconds:>7.3f} "
-                  f"{r.us_per_event:>9.1f}")
+                  f"{r.us_per_event:>9.1f} {r.wall_seconds:>7.1f}{broken}")
     if args.json:
         print(json.dumps({case: [asdict(r) for r in rs] for case, rs in results.items()}))
     return 0
