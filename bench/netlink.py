@@ -216,6 +216,12 @@ def main() -> int:
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: both sockets need it")
+    try:
+        import pyroute2  # noqa: F401
+    except ImportError:
+        # Not a dependency of syscribe (it uses the standard library): installed for the comparison only.
+        raise SystemExit("pyroute2 is not installed: .venv/bin/pip install pyroute2==0.9.7 to compare") \
+            from None
     results: dict[str, list[Reading]] = {"process events": [], "audit": []}
     for make in (_hand_proc, _pyroute2_proc):
         results["process events"].append(process_events(make, args.processes))
