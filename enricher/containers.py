@@ -69,6 +69,7 @@ HISTORY_PER_PID = 4
 # the start time is counted from boot, and /proc/stat's btime has whole seconds): only a process that
 # started this much later than a record is known not to be the one that wrote it.
 START_SLACK = 2.0
+PROC_RECHECK = 10.0  # how long a missing /proc (--proc) is taken as missing before it is looked for again
 # How long what is known of an exited process is kept: records are read within seconds of being
 # written, minutes when the enricher catches up on a backlog.
 MAX_AGE = 600.0
@@ -294,6 +295,9 @@ class ContainerResolver:
         # kill(pid, 0) tells a pid without a process (ESRCH) without a path walk, five times cheaper than
         # the failed open of /proc/<pid>/stat; it asks our own pid namespace, so only where `proc` is it.
         self._probe_by_signal = _own_pid_namespace(proc)
+        # A `proc` that is not there (a log read off-node with --proc pointing nowhere) has no process
+        # to find: asked again every PROC_RECHECK seconds rather than with an open per lookup.
+        self._proc_missing_until = 0.0
         # Without a boot time a process cannot be placed in time, and a miss teaches nothing.
         self._gone_pids = (
             GonePids(PID_MAX, time.time(), margin=START_SLACK + 2.0)
@@ -318,8 +322,12 @@ class ContainerResolver:
             # started after the record (lookup would find just that), so /proc need not be asked.
             return self._gone(pid, at)
         looked = time.time()
+        if looked < self._proc_missing_until:
+            return self._gone(pid, at)
         first = None if self._probe_by_signal and not _exists(pid) else self._stat(pid)
         if first is None:
+            if not self._probe_by_signal and not os.path.isdir(self.proc):
+                self._proc_missing_until = looked + PROC_RECHECK
             if gone_pids is not None:
                 gone_pids.add(pid, looked)
             return self._gone(pid, at)

@@ -102,3 +102,21 @@ def test_a_pid_without_a_process_is_told_by_signal_0_on_our_own_proc(tmp_path: P
     assert not containers._exists(child.pid)
     assert own.lookup(child.pid, at=time.time() - 600) == Lookup(None, True)
     assert own.stats.gone == 1
+
+
+def test_a_proc_that_is_not_there_is_looked_for_again_only_now_and_then(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proc = tmp_path / "proc"
+    resolver = ContainerResolver(proc=proc, state_dirs=[])
+    assert resolver.lookup(4242) == Lookup(None, True)  # no /proc: gone, and /proc is taken as missing
+    (proc / "4242").mkdir(parents=True)
+    (proc / "4242" / "stat").write_bytes(b"4242 (app) S" + b" 0" * 18 + b" 500 1 1 0")
+    (proc / "4242" / "cgroup").write_bytes(f"0::/kubepods/besteffort/podx/crio-{CID}\n".encode())
+    assert resolver.lookup(4242) == Lookup(None, True)  # not looked for again yet
+    assert resolver.stats.gone == 2
+    monkeypatch.setattr(containers, "PROC_RECHECK", 0.0)
+    resolver = ContainerResolver(proc=tmp_path / "elsewhere", state_dirs=[])
+    resolver.lookup(4242)
+    resolver.proc = proc  # as if it were mounted now
+    assert resolver.lookup(4242).info is not None  # found once the recheck is due
