@@ -27,22 +27,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.netlink import AUDIT_STORM as STORM
 from tests.support.auditd import audit_status, no_audit_daemon, private_auditd
 
 SYSCRIBE = str(Path(sys.executable).parent / "syscribe")
-STORM = """
-import os, sys
-from syscribe import profile, seccomp
-n = int(sys.argv[1])
-seccomp.build(profile.parse({
-    "defaultAction": "SCMP_ACT_ALLOW",
-    "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_LOG"}],
-})).load()
-print(os.getpid(), flush=True)
-sys.stdin.readline()
-for _ in range(n):
-    os.getppid()
-"""
 
 
 @dataclass

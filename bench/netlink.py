@@ -35,7 +35,7 @@ from syscribe.enricher import proctrack, sources
 SO_RCVBUFFORCE = 33
 RCVBUF = 4 << 20
 STORM = "i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done"
-# A child that logs `n` getppid calls through a seccomp filter (SCMP_ACT_LOG), then exits.
+# A child that logs `n` getppid calls through a seccomp filter (SCMP_ACT_LOG) once told to go.
 AUDIT_STORM = """
 import os, sys
 from syscribe import profile, seccomp
@@ -44,6 +44,8 @@ seccomp.build(profile.parse({
     "defaultAction": "SCMP_ACT_ALLOW",
     "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_LOG"}],
 })).load()
+print(os.getpid(), flush=True)
+sys.stdin.readline()
 for _ in range(n):
     os.getppid()
 """
@@ -203,7 +205,8 @@ def _pyroute2_audit() -> tuple[Reader, Callable[[], None]]:
 def audit_records(make: Callable[[], tuple[Reader, Callable[[], None]]], n: int) -> Reading:
     reader, close = make()
     wall = reader.read_during(lambda: subprocess.run(
-        [sys.executable, "-c", AUDIT_STORM, str(n)], check=True, timeout=3600))
+        [sys.executable, "-c", AUDIT_STORM, str(n)], input="go\n", capture_output=True, text=True, check=True,
+        timeout=3600))
     close()
     return Reading(reader.name, reader.events, reader.dropped, reader.cpu, wall, reader.broken)
 

@@ -314,21 +314,11 @@ class Pipeline:
             self._release(events, time.monotonic(), lower, self._seq - 1)
 
     def _release(self, events: list[AuditEvent], now: float, lower: int, emit: int) -> None:
-        deadline = now + self.settings.backlog_seconds
-        self.stats.events += len(events)
-        backlog = self._backlog
-        resolve = self._resolve
-        write = self._write
-        for event in events:
-            lookup = resolve(event)
-            if not backlog and lookup.settled:
-                write(event, lookup.info, lower, emit)
-            else:
-                backlog.append(_Held(event, lower, emit, lookup, deadline))
+        self._release_all([(emit, events)], now, lower)
 
     def _release_all(self, released: list[tuple[int, list[AuditEvent]]], now: float, lower: int) -> None:
-        """_release() for each (emit, events) the assembler gave back, its loop run once for them all:
-        a SECCOMP record that went out alone is one (emit, [event]) of its own."""
+        """Resolve and write (or hold in the backlog) each (emit, events) the assembler gave back, in
+        one loop for them all: a SECCOMP record that went out alone is one (emit, [event]) of its own."""
         deadline = now + self.settings.backlog_seconds
         self.stats.events += sum(len(events) for _, events in released)
         backlog = self._backlog

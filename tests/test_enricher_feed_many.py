@@ -11,6 +11,8 @@ restart point, deadline and counters after every batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from syscribe.enricher import auditparse
@@ -120,18 +122,27 @@ LINE = st.one_of(
 )
 
 
-def by_line(
-    lines: list[bytes], cuts: list[int], nows: list[float], options: dict[str, float | bool]
-) -> tuple[list[tuple[int, list[AuditEvent]]], list[tuple[object, ...]], EventAssembler]:
-    assembler = EventAssembler(namer=namer, **options)  # type: ignore[arg-type]
+def feed_each(
+    feed: Callable[[bytes, int, float], list[AuditEvent]], lines: list[bytes], cuts: list[int],
+    nows: list[float], after_batch: Callable[[], object],
+) -> tuple[list[tuple[int, list[AuditEvent]]], list[object]]:
+    """Each line through `feed` (the batch's clock), what each released, `after_batch()` per batch."""
     released: list[tuple[int, list[AuditEvent]]] = []
     states = []
     for (start, end), now in zip(zip([0, *cuts], [*cuts, len(lines)], strict=True), nows, strict=True):
         for position in range(start, end):
-            events = assembler.feed(lines[position], position, now)
+            events = feed(lines[position], position, now)
             if events:
                 released.append((position, events))
-        states.append(state(assembler))
+        states.append(after_batch())
+    return released, states
+
+
+def by_line(
+    lines: list[bytes], cuts: list[int], nows: list[float], options: dict[str, float | bool]
+) -> tuple[list[tuple[int, list[AuditEvent]]], list[object], EventAssembler]:
+    assembler = EventAssembler(namer=namer, **options)  # type: ignore[arg-type]
+    released, states = feed_each(assembler.feed, lines, cuts, nows, lambda: state(assembler))
     return released, states, assembler
 
 
@@ -157,23 +168,31 @@ def state(assembler: EventAssembler) -> tuple[object, ...]:
     )
 
 
+# A log, how it is cut into batches (data), and the assembler's settings.
+LOG = {
+    "lines": st.lists(LINE, max_size=60),
+    "data": st.data(),
+    "hold_lines": st.integers(1, 12),
+    "max_pending": st.integers(1, 8),
+    "hold_seconds": st.sampled_from([0.0, 0.25, 1e9]),
+}
+
+
+def batches(data: st.DataObject, lines: list[bytes]) -> tuple[list[int], list[float]]:
+    """Where the log is cut into batches, and each batch's clock."""
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(lines)), max_size=6)))
+    steps = data.draw(st.lists(st.sampled_from([0.0, 0.1, 0.3]), min_size=len(cuts) + 1,
+                               max_size=len(cuts) + 1))
+    return cuts, [sum(steps[: i + 1]) for i in range(len(steps))]
+
+
 @settings(max_examples=400, deadline=None)
-@given(
-    lines=st.lists(LINE, max_size=60),
-    data=st.data(),
-    hold_lines=st.integers(1, 12),
-    max_pending=st.integers(1, 8),
-    hold_seconds=st.sampled_from([0.0, 0.25, 1e9]),
-    seccomp_alone=st.booleans(),
-)
+@given(**LOG, seccomp_alone=st.booleans())
 def test_feed_many_is_feed_line_by_line(
     lines: list[bytes], data: st.DataObject, hold_lines: int, max_pending: int, hold_seconds: float,
     seccomp_alone: bool,
 ) -> None:
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(lines)), max_size=6)))
-    steps = data.draw(st.lists(st.sampled_from([0.0, 0.1, 0.3]), min_size=len(cuts) + 1,
-                               max_size=len(cuts) + 1))
-    nows = [sum(steps[: i + 1]) for i in range(len(steps))]
+    cuts, nows = batches(data, lines)
     options = {"hold_lines": hold_lines, "max_pending": max_pending, "hold_seconds": hold_seconds,
                "seccomp_alone": seccomp_alone}
 
@@ -261,32 +280,16 @@ def by_reference(
         hold_seconds=float(options["hold_seconds"]), hold_lines=int(options["hold_lines"]),
         max_pending=int(options["max_pending"]), namer=namer,
     )
-    released: list[tuple[int, list[AuditEvent]]] = []
-    pending = []
-    for (start, end), now in zip(zip([0, *cuts], [*cuts, len(lines)], strict=True), nows, strict=True):
-        for position in range(start, end):
-            events = oracle.feed(lines[position], position, now)
-            if events:
-                released.append((position, events))
-        pending.append(oracle.pending_position())
+    released, pending = feed_each(oracle.feed, lines, cuts, nows, oracle.pending_position)
     return released, pending, oracle
 
 
 @settings(max_examples=400, deadline=None)
-@given(
-    lines=st.lists(LINE, max_size=60),
-    data=st.data(),
-    hold_lines=st.integers(1, 12),
-    max_pending=st.integers(1, 8),
-    hold_seconds=st.sampled_from([0.0, 0.25, 1e9]),
-)
+@given(**LOG)
 def test_feed_many_gives_what_the_reference_assembler_gives(
     lines: list[bytes], data: st.DataObject, hold_lines: int, max_pending: int, hold_seconds: float
 ) -> None:
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(lines)), max_size=6)))
-    steps = data.draw(st.lists(st.sampled_from([0.0, 0.1, 0.3]), min_size=len(cuts) + 1,
-                               max_size=len(cuts) + 1))
-    nows = [sum(steps[: i + 1]) for i in range(len(steps))]
+    cuts, nows = batches(data, lines)
     options: dict[str, float | bool] = {
         "hold_lines": hold_lines, "max_pending": max_pending, "hold_seconds": hold_seconds}
 
