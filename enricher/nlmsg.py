@@ -12,6 +12,7 @@ netlink uses the standard library") for what was measured.
 
 from __future__ import annotations
 
+import socket
 import struct
 
 HEADER = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid (the sender's port id)
@@ -19,6 +20,7 @@ NLMSG_NOOP = 1
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
 NLMSG_OVERRUN = 4
+SO_RCVBUFFORCE = 33  # linux/socket.h; the socket module does not export it
 
 
 class Message:
@@ -53,3 +55,14 @@ def walk(data: bytes | bytearray | memoryview) -> tuple[list[Message], int]:
 def header(length: int, mtype: int, flags: int, seq: int, port: int) -> bytes:
     """A message header for a payload of `length` bytes (the header's own size is added)."""
     return HEADER.pack(HEADER.size + length, mtype, flags, seq, port)
+
+
+def join(sock: socket.socket, group: int, rcvbuf: int) -> None:
+    """Bind a netlink socket to multicast `group` with a receive buffer of `rcvbuf` bytes: a bigger
+    queue rides out bursts; FORCE passes net.core.rmem_max where we have CAP_NET_ADMIN, else the plain
+    option takes what the limit allows. Raises OSError as bind does (the caller says what it means)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.bind((0, group))

@@ -75,7 +75,7 @@ _HEADERS = _NLMSGHDR.size + _CN_MSG.size
 MAX_DATAGRAM = 65536
 # Events read per wakeup before the loop looks at its stop flag and timers again.
 BATCH = 256
-SO_RCVBUFFORCE = 33  # linux/socket.h; the socket module does not export it
+SO_RCVBUFFORCE = nlmsg.SO_RCVBUFFORCE
 RCVBUF = 4 * 1024 * 1024  # ~4000 queued events: a burst of forks waits here rather than being lost
 
 
@@ -267,12 +267,7 @@ class ProcessTracker:
                 "(a kernel without CONFIG_PROC_EVENTS, or a seccomp policy that forbids netlink)"
             ) from None
         try:
-            # A bigger queue rides out bursts; FORCE passes net.core.rmem_max with CAP_NET_ADMIN.
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self._rcvbuf)
-            except OSError:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._rcvbuf)
-            sock.bind((0, CN_IDX_PROC))
+            nlmsg.join(sock, CN_IDX_PROC, self._rcvbuf)
         except OSError as exc:
             sock.close()
             if exc.errno in (errno.EPERM, errno.EACCES):

@@ -54,7 +54,7 @@ NLMSG_ERROR = 2
 _NLMSGHDR = nlmsg.HEADER
 # What audit_status starts with: mask, enabled, failure, pid.
 _AUDIT_STATUS = struct.Struct("=IIII")
-SO_RCVBUFFORCE = 33
+SO_RCVBUFFORCE = nlmsg.SO_RCVBUFFORCE
 
 
 class SourceError(RuntimeError):
@@ -346,11 +346,7 @@ class NetlinkSource:
         except OSError as exc:
             raise SourceError(f"cannot open an audit netlink socket: {exc.strerror}") from None
         try:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
-            except OSError:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-            sock.bind((0, AUDIT_NLGRP_READLOG))
+            nlmsg.join(sock, AUDIT_NLGRP_READLOG, rcvbuf)
         except OSError as exc:
             sock.close()
             if exc.errno in (errno.EPERM, errno.EACCES):
