@@ -1,21 +1,24 @@
 """The enricher against ausearch, on the same generated audit.log: `python -m bench.enricher`.
 
 1. Makes an audit.log of --lines lines (default one million) as auditd writes it (ENRICHED format, 0x1D
-   and the interpreted fields): SECCOMP records (about one line in five) among the traffic a node's
-   audit rules make: SYSCALL/PATH/CWD/PROCTITLE/EOE events, logins and services (USER_*, CRED_*,
-   SERVICE_*), a few SELinux AVCs with their companions.
+   and the interpreted fields), for each mix: SECCOMP records among the traffic a node's audit rules
+   make (SYSCALL/PATH/CWD/PROCTITLE/EOE events, logins and services: USER_*, CRED_*, SERVICE_*, a few
+   SELinux AVCs with their companions). The audit-rules mix has about one line in six a SECCOMP record;
+   --seccomp-share S (repeatable) makes S of the lines SECCOMP records, the other kinds in the same
+   proportions (a denial storm: 0.7). By default both the audit-rules mix and 0.7.
 2. Times `syscribe enrich --no-follow --input FILE --output FILE` (with nothing to look up in /proc,
    and with a /proc lookup per event whose process is gone) and `ausearch -i --input FILE -m SECCOMP`
    on it, and the enricher on a file of a quarter of the lines (peak RSS should not grow with the
-   input), each as a child process: wall time, lines per second, peak RSS (the child's ru_maxrss).
-   The four runs go round --repeat times, interleaved, so that a noisy neighbour slows all alike.
+   input), each as a child process: wall and CPU time, lines per second, peak RSS (the child's
+   rusage). The four runs go round --repeat times, interleaved, so that a noisy neighbour slows all
+   alike.
 3. Latency: a following enricher (default settings) and a writer appending one SECCOMP line at a time;
    the time from the append to the enriched line in the output, --samples times.
 
-Numbers go to stdout as one table, every tool side by side (the range of its times, and its median
-against ausearch's), and with --json as JSON. --check turns the targets into an exit status: the
-enricher with lookups within --max-ratio of ausearch's time, peak RSS the same for a quarter of the
-input.
+Numbers go to stdout as one table per mix, every tool side by side (the range of its times, and its
+median against ausearch's, wall and CPU), and with --json as JSON. --check turns the targets into an
+exit status: the enricher with lookups within --max-ratio of ausearch's time, peak RSS the same for a
+quarter of the input, for every mix.
 """
 
 from __future__ import annotations
