@@ -18,6 +18,11 @@ Completion rule. A group is complete when
 3. more than `max_pending` events are pending: the oldest is emitted as it is (counted);
 4. the input ends: `flush(None)`.
 
+With `seccomp_alone` (the pipeline's setting), a SECCOMP record in the kernel's own format, fed while
+no event is queued, is an event at once, from the record alone: its enriched line takes nothing from
+companions (every field it shows is the record's own, and those win over a SYSCALL's). Its companions,
+if any come, are not joined (counted as unjoined); order is kept because nothing waits ahead of it.
+
 Order and checkpoints. Every main record is an entry of a queue in the order it was fed, and leaves
 when its group is complete and every entry before it has left. So `pending_position()`, the position of
 the oldest entry still queued, is a checkpoint: every main record before it has been emitted, none at
