@@ -385,6 +385,9 @@ def _unhex(value: str) -> str:
     return bytes.fromhex(value).decode("utf-8", "backslashreplace")[:MAX_VALUE]
 
 
+unhex = _unhex  # a hex-encoded value (comm, exe...) decoded, as the parser decodes it
+
+
 def _bare_value(key: str, raw: str) -> str | None:
     if key.isupper():
         return None  # auditd's interpreted copy (ENRICHED format whose 0x1D was lost)

@@ -223,7 +223,8 @@ def enrich(
                         f"is read gets no pod{hint}",
                         err=True,
                     )
-        assembler = EventAssembler(hold_seconds=hold_seconds)
+        # The enriched line of a SECCOMP event takes nothing from companions: it need not wait for them.
+        assembler = EventAssembler(hold_seconds=hold_seconds, seccomp_alone=True)
         settings = Settings(
             node=node_name, backlog_seconds=backlog_seconds, checkpoint_interval=checkpoint_interval
         )

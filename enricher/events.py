@@ -18,6 +18,11 @@ Completion rule. A group is complete when
 3. more than `max_pending` events are pending: the oldest is emitted as it is (counted);
 4. the input ends: `flush(None)`.
 
+With `seccomp_alone` (the pipeline's setting), a SECCOMP record in the kernel's own format, fed while
+no event is queued, is an event at once, from the record alone: its enriched line takes nothing from
+companions (every field it shows is the record's own, and those win over a SYSCALL's). Its companions,
+if any come, are not joined (counted as unjoined); order is kept because nothing waits ahead of it.
+
 Order and checkpoints. Every main record is an entry of a queue in the order it was fed, and leaves
 when its group is complete and every entry before it has left. So `pending_position()`, the position of
 the oldest entry still queued, is a checkpoint: every main record before it has been emitted, none at
@@ -32,6 +37,7 @@ the same way.
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,6 +73,19 @@ _NO_ORIGIN: tuple[None, None] = (None, None)
 # What a companion's audit id names: a pending group, one that recently left, neither.
 _PENDING, _LATE, _UNKNOWN = 2, 1, 0
 _record = auditparse.record_at
+_SECCOMP_TYPE = auditparse.BY_NAME["SECCOMP"]
+# A SECCOMP record as the kernel writes it (audit_seccomp(), since 4.14), header and body, up to the end
+# of the line or auditd's interpretation (0x1D), matched on the text the general way decodes: where it
+# matches, auditparse's general way (HEADER, then _SECCOMP on the body) reads the same fields.
+_SECCOMP_LINE = re.compile(
+    r" {0,16}(?:msg=)?audit\(((\d{1,12}\.\d{1,9}):\d{1,10})\): ?"
+    r"auid=(\d+) uid=(\d+) gid=(\d+) ses=(\d+)(?: subj=([^ ]*(?: [^ =]+)*))? pid=(\d+)"
+    r' comm=(?:"([^"]*)"|([0-9A-F]+)|\(null\)) exe=(?:"([^"]*)"|([0-9A-F]+)|\(null\))'
+    r" sig=(\d+) arch=([0-9a-f]{1,8}) syscall=(\d+) compat=(\d+) ip=(0x[0-9a-f]+) code=(0x[0-9a-f]{1,8})"
+    r"[\r\n\x00]*\Z",
+    re.ASCII,  # \d is 0-9 only
+).match
+_MAX_BODY = auditparse.MAX_BODY
 
 
 class AuditEvent(NamedTuple):
@@ -191,6 +210,7 @@ def _event(
 
 _uint = auditparse.uint
 _seccomp_action = auditparse.seccomp_action
+_unhex = auditparse.unhex
 _X86_64 = archmod.X86_64
 _X32_BIT = archmod.X32_SYSCALL_BIT
 
@@ -221,6 +241,7 @@ class ParseStats:
     completed_hold: int = 0
     completed_evicted: int = 0  # more than max_pending events were pending
     completed_flush: int = 0
+    completed_alone: int = 0  # SECCOMP records written at once, without waiting for companions
     namer_errors: int = 0
     type_tokens: dict[bytes, int] = field(default_factory=dict)  # raw type= tokens, bounded
 
@@ -336,7 +357,7 @@ class EventAssembler:
 
     def __init__(
         self, *, hold_seconds: float = 0.25, max_pending: int = 10_000, namer: Namer = name_of,
-        hold_lines: int = 1000,
+        hold_lines: int = 1000, seccomp_alone: bool = False,
     ) -> None:
         if not hold_seconds >= 0:
             raise ValueError(f"hold_seconds must be >= 0, not {hold_seconds!r}")
@@ -361,6 +382,7 @@ class EventAssembler:
         # (arch=, syscall= as written) -> what syscall_identity() and the namer make of them
         self._syscalls: dict[tuple[str | None, str | None], tuple[Arch | None, int | None, str | None]] = {}
         self._identify = self._cached_identity  # one bound method, not one per event
+        self._alone = seccomp_alone
 
     def feed(self, line: bytes, position: object, now: float) -> list[AuditEvent]:
         """One line of a log (its end of line may be there or not)."""
@@ -408,7 +430,8 @@ class EventAssembler:
         n = base
         # The clock moved since the last call: the head may be due by time after this call's first line.
         check_at = base + 1 if queue else _NEVER
-        non_audit = records = unjoined = late = 0
+        non_audit = records = unjoined = late = alone_count = 0
+        alone = self._alone
         last_head = b""  # the header (up to its audit id) of the last companion looked at
         last_verdict = _UNKNOWN
         self._mains = mains
@@ -438,6 +461,13 @@ class EventAssembler:
                     if rtype is not None:
                         if rtype.role == MAIN:
                             self._line = n
+                            if alone and rtype is _SECCOMP_TYPE and not queue:
+                                # Nothing waits ahead of it, so written now it keeps its place.
+                                event = self._seccomp_alone(line, at, end)
+                                if event is not None:
+                                    released.append((first + n - base - 1, [event]))
+                                    alone_count += 1
+                                    continue
                             here = first + n - base - 1 if position is _SEQ else position
                             take_main(rtype, line, at, end, here, now)
                             last_head = b""
@@ -487,6 +517,8 @@ class EventAssembler:
             stats.non_audit += non_audit
             stats.companions_unjoined += unjoined
             stats.companions_late += late
+            stats.events += alone_count
+            stats.completed_alone += alone_count
         return released
 
     def feed_netlink(
@@ -608,6 +640,65 @@ class EventAssembler:
             group = groups[key] = _Group(key, ident, now, self._line)
         group.queued += 1
         self._queue.append((record, group, position))
+
+    def _seccomp_alone(self, line: bytes, type_at: int, token_end: int) -> AuditEvent | None:
+        """The event of a SECCOMP record in the kernel's own format, from the record alone; None when
+        the line is anything else (the general way takes it then).
+
+        Its line takes nothing from companions: the record has every field the line shows (pid, uid,
+        auid, comm, exe, arch, syscall), and those win over a SYSCALL companion's. So it need not wait
+        for them; companions that come after it are not joined (counted as unjoined).
+        """
+        node = host = None
+        if type_at:
+            node, host = self._origin(line, type_at)
+            if host is not None:
+                return None  # through syslog the 0x1D may come as `#035`: the general way knows
+        separator = line.find(b"\x1d", token_end)
+        text = (line[token_end:separator] if separator >= 0 else line[token_end:]).decode(
+            "utf-8", "backslashreplace")
+        match = _SECCOMP_LINE(text)
+        if match is None:
+            return None
+        (audit_id, stamp, auid, uid, gid, ses, subj, pid, comm, comm_hex, exe, exe_hex, sig, arch, nr, compat,
+         ip, code) = match.groups()
+        if (comm is None and comm_hex is None) or (exe is None and exe_hex is None):
+            return None  # (null): a SYSCALL companion could tell
+        if len(text) - match.start(3) + 5 >= _MAX_BODY:
+            return None  # a body (from `auid=`) the general way would cut
+        action, errno = _seccomp_action(code)
+        arch_id, nr_id, name = self._identify(arch, nr)
+        details = {"gid": gid, "ses": ses}
+        if subj is not None and subj != "?":
+            details["subj"] = subj
+        details["sig"] = sig
+        details["compat"] = compat
+        details["ip"] = ip
+        details["code"] = code
+        if self._mains is not None:
+            self._mains.append((pid, audit_id))
+        # \d+ of at most 10 digits, as auditparse.uint() takes them: pid within a pid_t, ids within u32
+        pid_number = int(pid) if len(pid) <= 10 else None
+        uid_number = int(uid) if len(uid) <= 10 else None
+        auid_number = int(auid) if len(auid) <= 10 else None
+        return AuditEvent(
+            "seccomp",
+            "SECCOMP",
+            audit_id,
+            float(stamp),
+            node,
+            pid_number if pid_number is not None and pid_number <= 0x7FFFFFFF else None,
+            uid_number if uid_number is not None and uid_number <= 0xFFFFFFFF else None,
+            auid_number if auid_number is not None and auid_number <= 0xFFFFFFFF else None,
+            comm if comm is not None else _unhex(comm_hex),
+            exe if exe is not None else _unhex(exe_hex),
+            arch_id,
+            nr_id,
+            name,
+            action,
+            errno,
+            details,
+        )
 
     def _take_companion(self, rtype: RecordType, buf: bytes, type_at: int, header_at: int) -> None:
         stats = self.stats

@@ -19,6 +19,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server, write_to_textfile
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
+from syscribe.enricher.problems import PROBLEMS
 
 EVENT_LABELS = ("node", "type", "namespace", "pod", "container", "syscall", "action")
 OTHER = "_other"
@@ -64,6 +65,8 @@ class Metrics:
             "syscribe_enricher_problems", "Problems met (bad input, rotation, output errors), by kind",
             ["kind"], registry=self.registry,
         )
+        for kind in sorted(PROBLEMS):
+            self.problems.labels(kind)  # exported at 0 before it first happens
         self.lost = Counter(
             "syscribe_enricher_lost_records",
             "Audit records lost before the enricher could read them, by reason",

@@ -9,9 +9,10 @@ tclass`) or AppArmor (`apparmor operation profile name extra_info`) records; the
 optional API resolver). Unlike SPO, whose `timestamp` is the audit id string, `timestamp` here is the
 record's time in RFC 3339 (UTC, milliseconds) and the audit id is in `auditID`.
 
-The writer appends lines to a file (or stdout) and flushes them per batch with write(2); it rotates the
-file by size itself (fsync first), reports how many complete lines reached the file when the disk is
-full (keeping the rest to write later), and can cut a file back to a checkpoint's length so that a
+The writer appends lines to a file (or stdout, a FIFO, a character device such as /dev/null: those are
+written as they are, never rotated, cut or synced) and flushes them per batch with write(2); it rotates
+the file by size itself (fsync first), reports how many complete lines reached the file when the disk
+is full (keeping the rest to write later), and can cut a file back to a checkpoint's length so that a
 restart writes nothing twice.
 """
 
@@ -189,6 +190,7 @@ class OutputWriter:
         self.error: str | None = None  # why the last flush stopped short
         self.lines_written = 0
         self.rotations = 0
+        self.regular = path is not None  # False for stdout, a FIFO, a character device: no rotation
         if path is None:
             self._fd = sys.stdout.fileno()
             self._dev = self._ino = 0
@@ -205,23 +207,52 @@ class OutputWriter:
         if not parent.is_dir():
             raise OutputError(f"output directory {parent} does not exist; create it or choose another")
         try:
-            fd = os.open(
-                self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, self._mode
-            )
+            before: os.stat_result | None = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            before = None
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise OutputError(f"output {self.path} is a symlink; give the file itself") from None
-            if exc.errno == errno.EISDIR:
-                raise OutputError(f"output {self.path} is a directory; give a file path") from None
             raise OutputError(f"cannot open output {self.path}: {exc.strerror}") from None
+        special = before is not None and not stat.S_ISREG(before.st_mode) and not stat.S_ISLNK(before.st_mode)
+        if special and before is not None and not stat.S_ISDIR(before.st_mode):
+            fd = self._open_special(before)
+        else:
+            try:
+                fd = os.open(
+                    self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, self._mode
+                )
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise OutputError(f"output {self.path} is a symlink; give the file itself") from None
+                if exc.errno == errno.EISDIR:
+                    raise OutputError(f"output {self.path} is a directory; give a file path") from None
+                raise OutputError(f"cannot open output {self.path}: {exc.strerror}") from None
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            raise OutputError(f"output {self.path} is not a regular file")
+        self.regular = stat.S_ISREG(st.st_mode)
+        if not self.regular and not special:
+            os.close(fd)  # it became something else between the look and the open
+            raise OutputError(f"output {self.path} was replaced while it was opened; try again")
         self._fd = fd
         self._dev, self._ino = st.st_dev, st.st_ino
-        self._size = st.st_size
-        self._repair_torn_end()
+        self._size = st.st_size if self.regular else 0
+        if self.regular:
+            self._repair_torn_end()
+
+    def _open_special(self, st: os.stat_result) -> int:
+        """A FIFO or a character device (/dev/null): written as it is, never rotated, cut or synced.
+        Opened for writing only, so that a FIFO's reader going away is seen (EPIPE) rather than our own
+        read end keeping it open; that open waits for a reader, as a shell's would."""
+        assert self.path is not None
+        if not (stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode)):
+            raise OutputError(f"output {self.path} is not a regular file, a FIFO or a character device")
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise OutputError(f"cannot open output {self.path}: {exc.strerror}") from None
+        again = os.fstat(fd)
+        if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino):
+            os.close(fd)
+            raise OutputError(f"output {self.path} was replaced while it was opened; try again")
+        return fd
 
     def _repair_torn_end(self) -> None:
         """A run that died mid-line (or a disk that filled mid-line) left a line without its end: cut it,
@@ -267,8 +298,9 @@ class OutputWriter:
             os.close(fd)
 
     def mark(self) -> OutputMark | None:
-        """The output's length as far as complete lines reached it, and the hash of the line there."""
-        if self.path is None:
+        """The output's length as far as complete lines reached it, and the hash of the line there (None
+        when it is not a regular file)."""
+        if self.path is None or not self.regular:
             return None
         tail = _tail_hash_at(self._fd, self._size)
         return OutputMark(str(self.path), self._dev, self._ino, self._size, tail)
@@ -291,7 +323,7 @@ class OutputWriter:
             return 0
         pending = self._pending
         count = len(pending)
-        if self.path is not None and self.max_bytes > 0:
+        if self.regular and self.max_bytes > 0:
             # Stop at the line that reaches the rotation size: the caller rotates, then flushes on.
             room = self.max_bytes - self._size
             if room <= 0 or sum(map(len, pending)) > room:
@@ -337,11 +369,11 @@ class OutputWriter:
         return done
 
     def sync(self) -> None:
-        if self.path is not None and self._fd >= 0:
+        if self.regular and self._fd >= 0:
             os.fdatasync(self._fd)
 
     def rotate_due(self) -> bool:
-        if self.path is None or self.max_bytes <= 0 or self._head_done:
+        if not self.regular or self.max_bytes <= 0 or self._head_done:
             return False
         return self._size >= self.max_bytes
 

@@ -42,6 +42,7 @@ from syscribe.enricher.containers import ContainerInfo, Lookup
 from syscribe.enricher.events import AuditEvent, EventAssembler
 from syscribe.enricher.metrics import Metrics
 from syscribe.enricher.output import Filter, OutputClosedError, OutputMismatchError, OutputWriter
+from syscribe.enricher.problems import PROBLEMS
 from syscribe.enricher.sources import Batch, Source, SourceError
 
 # A warm lookup's answer stands in for the lookup at release time for this long (the same question:
@@ -96,21 +97,14 @@ class Settings:
     report_every: float = 60.0  # the same problem is printed at most this often
 
 
-_ERROR_CODES = frozenset({
-    "unreadable", "not_regular", "symlink", "open_error", "read_error", "oversized_line", "missing",
-    "checkpoint_gone", "checkpoint_mismatch", "checkpoint_relocated", "output_mismatch",
-    "kmsg_lost", "ratelimited", "netlink_overrun", "foreign",
-    "output_full", "stat_error", "resolver_error",
-})
-
-
 class CheckpointSaveError(RuntimeError):
     """The checkpoint could not be saved where the run cannot go on without it (one line)."""
 
 
 class Reporter:
-    """Problems and notable happenings: counted (metrics) and printed as one line each to stderr, the
-    same kind at most once per `every` seconds (with how many were not printed)."""
+    """Problems and notable happenings (problems.Problem, problems.Notice): problems counted (metrics),
+    each printed as one line to stderr, the same kind at most once per `every` seconds (with how many
+    were not printed)."""
 
     def __init__(self, metrics: Metrics | None, stats: Stats, *, every: float = 60.0,
                  stream: Any = None, quiet: bool = False) -> None:
@@ -123,7 +117,7 @@ class Reporter:
 
     def __call__(self, code: str, message: str) -> None:
         self._stats.problems[code] = self._stats.problems.get(code, 0) + 1
-        if self._metrics is not None and code in _ERROR_CODES:
+        if self._metrics is not None and code in PROBLEMS:
             self._metrics.problem(code)
         if self._quiet:
             return
@@ -326,22 +320,23 @@ class Pipeline:
             self._release(events, time.monotonic(), lower, self._seq - 1)
 
     def _release(self, events: list[AuditEvent], now: float, lower: int, emit: int) -> None:
+        self._release_all([(emit, events)], now, lower)
+
+    def _release_all(self, released: list[tuple[int, list[AuditEvent]]], now: float, lower: int) -> None:
+        """Resolve and write (or hold in the backlog) each (emit, events) the assembler gave back, in
+        one loop for them all: a SECCOMP record that went out alone is one (emit, [event]) of its own."""
         deadline = now + self.settings.backlog_seconds
-        self.stats.events += len(events)
+        self.stats.events += sum(len(events) for _, events in released)
         backlog = self._backlog
         resolve = self._resolve
         write = self._write
-        for event in events:
-            lookup = resolve(event)
-            if not backlog and lookup.settled:
-                write(event, lookup.info, lower, emit)
-            else:
-                backlog.append(_Held(event, lower, emit, lookup, deadline))
-
-    def _release_all(self, released: list[tuple[int, list[AuditEvent]]], now: float, lower: int) -> None:
-        """_release() for each (emit, events) the assembler gave back."""
         for emit, events in released:
-            self._release(events, now, lower, emit)
+            for event in events:
+                lookup = resolve(event)
+                if not backlog and lookup.settled:
+                    write(event, lookup.info, lower, emit)
+                else:
+                    backlog.append(_Held(event, lower, emit, lookup, deadline))
 
     def _drain(self, now: float, *, final: bool) -> None:
         backlog = self._backlog

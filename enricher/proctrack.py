@@ -9,9 +9,11 @@ so the record's pid is known after the process is gone.
 The connector (linux/connector.h, linux/cn_proc.h) is a NETLINK_CONNECTOR datagram socket bound to the
 multicast group CN_IDX_PROC. A PROC_CN_MCAST_LISTEN message subscribes; the kernel acknowledges it with
 a PROC_EVENT_NONE event carrying our ack number plus one, then sends one datagram per event:
-nlmsghdr, cn_msg, proc_event. pyroute2 has the constants and nothing else for this protocol, and the
-messages are three fixed C structs, so this module packs and unpacks them itself with the standard
-library's socket and struct: no dependency for 60 lines of layout.
+nlmsghdr, cn_msg, proc_event. pyroute2 0.9 has a class for this protocol
+(`pyroute2.netlink.connector.cn_proc.ProcEventSocket`), measured against this reader in
+`bench/netlink.py` (docs/enricher.md, "Why netlink uses the standard library"); this module reads the
+socket with the standard library's socket and struct, the netlink framing from `nlmsg.py` (shared with
+the audit source), the two connector structs itself.
 
 Which kernels let whom subscribe: the subscriber must be in the initial pid, user and network
 namespaces (the kernel silently ignores others: no acknowledgement comes, which is how that is told;
@@ -44,13 +46,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from syscribe.enricher import nlmsg
+
 NETLINK_CONNECTOR = 11
 CN_IDX_PROC = 1
 CN_VAL_PROC = 1
-NLMSG_NOOP = 1
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLMSG_OVERRUN = 4
+NLMSG_NOOP = nlmsg.NLMSG_NOOP
+NLMSG_ERROR = nlmsg.NLMSG_ERROR
+NLMSG_DONE = nlmsg.NLMSG_DONE
+NLMSG_OVERRUN = nlmsg.NLMSG_OVERRUN
 PROC_CN_MCAST_LISTEN = 1
 PROC_CN_MCAST_IGNORE = 2
 
@@ -60,7 +64,7 @@ PROC_EVENT_EXEC = 0x00000002
 PROC_EVENT_EXIT = 0x80000000
 WANTED_EVENTS = PROC_EVENT_FORK | PROC_EVENT_EXEC | PROC_EVENT_EXIT
 
-_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+_NLMSGHDR = nlmsg.HEADER
 _CN_MSG = struct.Struct("=IIIIHH")  # id.idx, id.val, seq, ack, len, flags
 _PROC_EVENT = struct.Struct("=IIQ")  # what, cpu, timestamp_ns (event_data follows at offset 16)
 _FORK = struct.Struct("=iiii")  # parent_pid, parent_tgid, child_pid, child_tgid
@@ -71,7 +75,7 @@ _HEADERS = _NLMSGHDR.size + _CN_MSG.size
 MAX_DATAGRAM = 65536
 # Events read per wakeup before the loop looks at its stop flag and timers again.
 BATCH = 256
-SO_RCVBUFFORCE = 33  # linux/socket.h; the socket module does not export it
+SO_RCVBUFFORCE = nlmsg.SO_RCVBUFFORCE
 RCVBUF = 4 * 1024 * 1024  # ~4000 queued events: a burst of forks waits here rather than being lost
 
 
@@ -127,20 +131,16 @@ def parse(data: bytes | memoryview) -> tuple[list[ProcEvent], int]:
     and one that claims more than is there ends the datagram (counted as malformed).
     """
     events: list[ProcEvent] = []
-    bad = 0
-    offset, size = 0, len(data)
-    while size - offset >= _NLMSGHDR.size:
-        length, mtype, _flags, _seq, _port = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR.size or length > size - offset:
-            bad += 1
-            break
-        end = offset + length
+    messages, rest = nlmsg.walk(data)
+    bad = 1 if rest >= _NLMSGHDR.size else 0  # a broken header ended the walk
+    for message in messages:
+        mtype, end = message.type, message.end
         if mtype == NLMSG_DONE:
-            if length < _HEADERS:
+            if end - message.start < _CN_MSG.size:
                 bad += 1
             else:
-                idx, val, _cseq, ack, cn_len, _cflags = _CN_MSG.unpack_from(data, offset + _NLMSGHDR.size)
-                start = offset + _HEADERS
+                idx, val, _cseq, ack, cn_len, _cflags = _CN_MSG.unpack_from(data, message.start)
+                start = message.start + _CN_MSG.size
                 if (idx, val) != (CN_IDX_PROC, CN_VAL_PROC) or cn_len > end - start:
                     bad += 1
                 else:
@@ -149,7 +149,6 @@ def parse(data: bytes | memoryview) -> tuple[list[ProcEvent], int]:
                         events.append(event)
         elif mtype not in (NLMSG_NOOP, NLMSG_ERROR, NLMSG_OVERRUN):
             bad += 1
-        offset = (end + 3) & ~3  # NLMSG_ALIGN
     return events, bad
 
 
@@ -268,12 +267,7 @@ class ProcessTracker:
                 "(a kernel without CONFIG_PROC_EVENTS, or a seccomp policy that forbids netlink)"
             ) from None
         try:
-            # A bigger queue rides out bursts; FORCE passes net.core.rmem_max with CAP_NET_ADMIN.
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self._rcvbuf)
-            except OSError:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._rcvbuf)
-            sock.bind((0, CN_IDX_PROC))
+            nlmsg.join(sock, CN_IDX_PROC, self._rcvbuf)
         except OSError as exc:
             sock.close()
             if exc.errno in (errno.EPERM, errno.EACCES):

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from syscribe.enricher import nlmsg
 from syscribe.enricher.checkpoint import FileMark, KmsgMark, SourceMark
 from syscribe.enricher.follow import FileFollower, FollowError, Report
 
@@ -54,10 +55,10 @@ AUDIT_GET = 1000
 # Types below this are the audit protocol's own requests and replies, not records.
 AUDIT_FIRST_RECORD = 1100
 NLMSG_ERROR = 2
-_NLMSGHDR = struct.Struct("=IHHII")
+_NLMSGHDR = nlmsg.HEADER
 # What audit_status starts with: mask, enabled, failure, pid.
 _AUDIT_STATUS = struct.Struct("=IIII")
-SO_RCVBUFFORCE = 33
+SO_RCVBUFFORCE = nlmsg.SO_RCVBUFFORCE
 
 
 class SourceError(RuntimeError):
@@ -320,28 +321,20 @@ class KmsgSource:
 def parse_netlink_messages(data: bytes) -> tuple[list[tuple[int, int, bytes]], int]:
     """(type, sender port id, payload) of each netlink message in one datagram, and how many bytes at
     the end did not form a message (a broken header stops the walk: lengths after it mean nothing)."""
-    out: list[tuple[int, int, bytes]] = []
-    offset = 0
-    size = len(data)
-    while offset + _NLMSGHDR.size <= size:
-        length, mtype, _flags, _seq, port = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR.size or offset + length > size:
-            break
-        payload = data[offset + _NLMSGHDR.size : offset + length]
-        # The kernel's payload is text; some versions count a trailing NUL in the length.
-        out.append((mtype, port, payload.rstrip(b"\0")))
-        offset += (length + 3) & ~3
-    return out, max(0, size - offset)
+    messages, rest = nlmsg.walk(data)
+    # The kernel's payload is text; some versions count a trailing NUL in the length.
+    return [(m.type, m.port, data[m.start : m.end].rstrip(b"\0")) for m in messages], rest
 
 
 class NetlinkSource:
     """The audit multicast group, read with the standard library's socket module.
 
-    pyroute2 (on the design card) frames these messages right (its generic nlmsg has the header's length
-    and type) but has no audit message class: the text payload is only reachable through the raw buffer,
-    and every message goes through its asyncio machinery. A plain AF_NETLINK socket gives the payload
-    directly, a recv timeout through select, and ENOBUFS (records lost to an overflowing socket buffer)
-    as an error we can count.
+    pyroute2 frames these messages right (its generic nlmsg has the header's length and type) but has no
+    audit message class: the text payload is only reachable through the raw buffer, every message goes
+    through its asyncio machinery, and its socket answers only the thread that made it (measured in
+    bench/netlink.py, docs/enricher.md). A plain AF_NETLINK socket gives the payload directly, a recv
+    timeout through select, and ENOBUFS (records lost to an overflowing socket buffer) as an error we can
+    count; the framing is nlmsg.py's, shared with the process tracker.
     """
 
     name = "netlink"
@@ -363,11 +356,7 @@ class NetlinkSource:
         except OSError as exc:
             raise SourceError(f"cannot open an audit netlink socket: {exc.strerror}") from None
         try:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
-            except OSError:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-            sock.bind((0, AUDIT_NLGRP_READLOG))
+            nlmsg.join(sock, AUDIT_NLGRP_READLOG, rcvbuf)
         except OSError as exc:
             sock.close()
             if exc.errno in (errno.EPERM, errno.EACCES):

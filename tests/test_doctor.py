@@ -3,7 +3,6 @@ user (the recorder cannot run), the parsers with hostile input, and probes on a 
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,9 +33,7 @@ def test_this_node_is_ready() -> None:
 
 
 def test_an_unprivileged_user_is_told_what_is_missing() -> None:
-    require("root")
-    if shutil.which("setpriv") is None:
-        pytest.skip("setpriv (util-linux) is needed to drop to an unprivileged user")
+    require("root", "setpriv")  # setpriv drops to an unprivileged user
     # A copy nobody can reach: the checkout itself may be closed to other users.
     result = subprocess.run(
         [*unprivileged.NOBODY, str(unprivileged.reachable().syscribe), "doctor"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -88,6 +89,37 @@ def test_missing_directory_symlink_and_fifo_inputs(tmp_path: Path) -> None:
         done = enrich("--input", str(tmp_path / name), "--no-follow")
         assert done.returncode == 1, done
         assert message in one_line_error(done)
+
+
+def test_dev_null_and_fifo_outputs_are_written_without_rotation(tmp_path: Path) -> None:
+    log = log_with(tmp_path / "audit.log", 30)
+    done = enrich("--input", str(log), "--no-follow", "--output", "/dev/null", "--max-output-bytes", "100",
+                  "--checkpoint", str(tmp_path / "cp"))
+    assert done.returncode == 0, done
+    assert "30 written" in done.stderr
+    assert not list(Path("/dev").glob("null.*"))  # never rotated
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    try:
+        done = enrich("--input", str(log), "--no-follow", "--output", str(fifo), "--max-output-bytes", "100")
+        out, _ = reader.communicate(timeout=30)
+    finally:
+        reader.kill()
+        reader.wait()
+    assert done.returncode == 0, done
+    assert len(out.splitlines()) == 30
+    assert [orjson.loads(line)["pid"] for line in out.splitlines()] == [int(f"1{n}") for n in range(30)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.log", "cp", "fifo"]  # no fifo.1
+
+
+def test_a_block_device_output_is_refused(tmp_path: Path) -> None:
+    require("root")
+    device = tmp_path / "loop"
+    os.mknod(device, stat.S_IFBLK | 0o600, os.makedev(7, 200))
+    done = enrich("--input", str(log_with(tmp_path / "audit.log", 1)), "--no-follow", "--output", str(device))
+    assert done.returncode == 1, done
+    assert "is not a regular file, a FIFO or a character device" in one_line_error(done)
 
 
 def test_bad_outputs(tmp_path: Path) -> None:

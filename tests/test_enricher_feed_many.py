@@ -1,4 +1,6 @@
-"""EventAssembler.feed_many (the batch path the pipeline uses) against feed() line by line.
+"""EventAssembler.feed_many (the batch path the pipeline uses) against feed() line by line, and both
+against tests.support.reference_assembler, a slow, obvious assembler written from the rules alone (feed()
+and feed_many() run the same code, so only an independent one can tell that code wrong).
 
 feed_many looks at the queue head only when it can have become complete and keeps its counters in
 locals; none of that may change a result. Hypothesis makes logs with interleaved events, reused audit
@@ -9,12 +11,15 @@ restart point, deadline and counters after every batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from syscribe.enricher import auditparse
 from syscribe.enricher.events import AuditEvent, EventAssembler
 
 from syscribe.arch import Arch
+from tests.support.reference_assembler import ReferenceAssembler
 
 
 def namer(arch: Arch, number: int) -> str | None:
@@ -117,23 +122,32 @@ LINE = st.one_of(
 )
 
 
-def by_line(
-    lines: list[bytes], cuts: list[int], nows: list[float], options: dict[str, float]
-) -> tuple[list[tuple[int, list[AuditEvent]]], list[tuple[object, ...]], EventAssembler]:
-    assembler = EventAssembler(namer=namer, **options)  # type: ignore[arg-type]
+def feed_each(
+    feed: Callable[[bytes, int, float], list[AuditEvent]], lines: list[bytes], cuts: list[int],
+    nows: list[float], after_batch: Callable[[], object],
+) -> tuple[list[tuple[int, list[AuditEvent]]], list[object]]:
+    """Each line through `feed` (the batch's clock), what each released, `after_batch()` per batch."""
     released: list[tuple[int, list[AuditEvent]]] = []
     states = []
     for (start, end), now in zip(zip([0, *cuts], [*cuts, len(lines)], strict=True), nows, strict=True):
         for position in range(start, end):
-            events = assembler.feed(lines[position], position, now)
+            events = feed(lines[position], position, now)
             if events:
                 released.append((position, events))
-        states.append(state(assembler))
+        states.append(after_batch())
+    return released, states
+
+
+def by_line(
+    lines: list[bytes], cuts: list[int], nows: list[float], options: dict[str, float | bool]
+) -> tuple[list[tuple[int, list[AuditEvent]]], list[object], EventAssembler]:
+    assembler = EventAssembler(namer=namer, **options)  # type: ignore[arg-type]
+    released, states = feed_each(assembler.feed, lines, cuts, nows, lambda: state(assembler))
     return released, states, assembler
 
 
 def by_batch(
-    lines: list[bytes], cuts: list[int], nows: list[float], options: dict[str, float]
+    lines: list[bytes], cuts: list[int], nows: list[float], options: dict[str, float | bool]
 ) -> tuple[
     list[tuple[int, list[AuditEvent]]], list[tuple[object, ...]], EventAssembler, list[tuple[str | None, str]]
 ]:
@@ -154,22 +168,33 @@ def state(assembler: EventAssembler) -> tuple[object, ...]:
     )
 
 
-@settings(max_examples=400, deadline=None)
-@given(
-    lines=st.lists(LINE, max_size=60),
-    data=st.data(),
-    hold_lines=st.integers(1, 12),
-    max_pending=st.integers(1, 8),
-    hold_seconds=st.sampled_from([0.0, 0.25, 1e9]),
-)
-def test_feed_many_is_feed_line_by_line(
-    lines: list[bytes], data: st.DataObject, hold_lines: int, max_pending: int, hold_seconds: float
-) -> None:
+# A log, how it is cut into batches (data), and the assembler's settings.
+LOG = {
+    "lines": st.lists(LINE, max_size=60),
+    "data": st.data(),
+    "hold_lines": st.integers(1, 12),
+    "max_pending": st.integers(1, 8),
+    "hold_seconds": st.sampled_from([0.0, 0.25, 1e9]),
+}
+
+
+def batches(data: st.DataObject, lines: list[bytes]) -> tuple[list[int], list[float]]:
+    """Where the log is cut into batches, and each batch's clock."""
     cuts = sorted(data.draw(st.lists(st.integers(0, len(lines)), max_size=6)))
     steps = data.draw(st.lists(st.sampled_from([0.0, 0.1, 0.3]), min_size=len(cuts) + 1,
                                max_size=len(cuts) + 1))
-    nows = [sum(steps[: i + 1]) for i in range(len(steps))]
-    options = {"hold_lines": hold_lines, "max_pending": max_pending, "hold_seconds": hold_seconds}
+    return cuts, [sum(steps[: i + 1]) for i in range(len(steps))]
+
+
+@settings(max_examples=400, deadline=None)
+@given(**LOG, seccomp_alone=st.booleans())
+def test_feed_many_is_feed_line_by_line(
+    lines: list[bytes], data: st.DataObject, hold_lines: int, max_pending: int, hold_seconds: float,
+    seccomp_alone: bool,
+) -> None:
+    cuts, nows = batches(data, lines)
+    options = {"hold_lines": hold_lines, "max_pending": max_pending, "hold_seconds": hold_seconds,
+               "seccomp_alone": seccomp_alone}
 
     expected, expected_states, one = by_line(lines, cuts, nows, options)
     got, got_states, many, mains = by_batch(lines, cuts, nows, options)
@@ -246,3 +271,48 @@ def test_a_huge_batch_of_hostile_lines_keeps_the_bounds() -> None:
     long_line = b"type=SECCOMP msg=audit(1.1:1): " + b"a=" * 5_000_000
     assembler.feed_many([long_line, b"x" * 10_000_000], 50_000, 0.0)
     assert assembler.stats.truncated == 1
+
+
+def by_reference(
+    lines: list[bytes], cuts: list[int], nows: list[float], options: dict[str, float | bool]
+) -> tuple[list[tuple[int, list[AuditEvent]]], list[object], ReferenceAssembler]:
+    oracle = ReferenceAssembler(
+        hold_seconds=float(options["hold_seconds"]), hold_lines=int(options["hold_lines"]),
+        max_pending=int(options["max_pending"]), namer=namer,
+    )
+    released, pending = feed_each(oracle.feed, lines, cuts, nows, oracle.pending_position)
+    return released, pending, oracle
+
+
+@settings(max_examples=400, deadline=None)
+@given(**LOG)
+def test_feed_many_gives_what_the_reference_assembler_gives(
+    lines: list[bytes], data: st.DataObject, hold_lines: int, max_pending: int, hold_seconds: float
+) -> None:
+    cuts, nows = batches(data, lines)
+    options: dict[str, float | bool] = {
+        "hold_lines": hold_lines, "max_pending": max_pending, "hold_seconds": hold_seconds}
+
+    expected, expected_pending, oracle = by_reference(lines, cuts, nows, options)
+    got, got_states, many, _ = by_batch(lines, cuts, nows, options)
+    assert got == expected
+    assert [s[0] for s in got_states] == expected_pending
+    assert many.flush(nows[-1] + 0.2) == oracle.release(nows[-1] + 0.2)
+    assert many.flush() == oracle.release(None)
+
+
+def test_the_reference_assembler_joins_and_completes() -> None:
+    """The oracle itself on a log worked out by hand: two events interleaved, one completed by its EOE,
+    the other by its line hold; a companion of neither is not joined."""
+    lines = [
+        seccomp(1, 10, 3, ""), avc(2, 20, 0, ""), syscall(1, 10, 3, ""), syscall(3, 30, 3, ""),
+        MAKERS["proctitle"](2, 20, 0, ""), MAKERS["eoe"](1, 10, 3, ""), b"noise",  # type: ignore[operator]
+        b"noise", b"noise",
+    ]
+    oracle = ReferenceAssembler(hold_seconds=1e9, hold_lines=6, max_pending=10, namer=namer)
+    released = [(i, oracle.feed(line, i, 0.0)) for i, line in enumerate(lines)]
+    assert [(i, [(e.record_type, e.pid) for e in events]) for i, events in released if events] == [
+        (5, [("SECCOMP", 10)]), (7, [("AVC", 20)])]
+    (_, (first,)), (_, (second,)) = [r for r in released if r[1]]
+    assert first.details["ppid"] == "1" and "proctitle" not in first.details
+    assert second.details["proctitle"] == "ls -l" and "ppid" not in second.details

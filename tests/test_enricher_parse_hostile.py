@@ -12,7 +12,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from syscribe.enricher import auditparse
+from syscribe.enricher import auditparse, output
 from syscribe.enricher.events import MAX_TYPE_KEYS, AuditEvent, EventAssembler
 
 from syscribe.arch import Arch
@@ -63,15 +63,45 @@ def check_event(event: AuditEvent) -> None:
 
 
 def feed_all(lines: list[bytes], **options: int) -> tuple[list[AuditEvent], EventAssembler]:
-    assembler = EventAssembler(namer=namer, **options)
-    out: list[AuditEvent] = []
-    for position, line in enumerate(lines):
-        out += assembler.feed(line, position, float(position))
-    out += assembler.flush()
-    for event in out:
-        check_event(event)
-    assert assembler.stats.lines == len(lines)
-    return out, assembler
+    """The general way's events (checked), after the same lines the pipeline's way (SECCOMP records that
+    go out alone) gave valid events too, and, for one line, the very same enriched line."""
+    results = []
+    for alone in (True, False):
+        assembler = EventAssembler(namer=namer, seccomp_alone=alone, **options)
+        out: list[AuditEvent] = []
+        for position, line in enumerate(lines):
+            out += assembler.feed(line, position, float(position))
+        out += assembler.flush()
+        for event in out:
+            check_event(event)
+        assert assembler.stats.lines == len(lines)
+        results.append((out, assembler))
+    (alone_events, _), (events, _) = results
+    if len(lines) == 1:
+        assert enriched(alone_events) == enriched(events)
+    return results[1]
+
+
+def enriched(events: list[AuditEvent]) -> list[bytes]:
+    return [output.encode(output.build_record(e, None, "node")) for e in events]
+
+
+FIELD = st.text(st.characters(codec="utf-8", exclude_characters="\n"), max_size=12)
+
+
+@settings(max_examples=500, deadline=None)
+@given(comm=FIELD, exe=FIELD, subj=FIELD, pid=st.from_regex(r"\d{1,12}", fullmatch=True),
+       tail=st.sampled_from(["", "\x1dAUID=\"x\"", " x=1", "AUID=1", "\r\n", "\x00"]),
+       prefix=st.sampled_from(["", "node=n1 ", "Jul  8 10:31:23 h kernel: audit: "]))
+def test_seccomp_records_with_hostile_values_give_the_same_line_both_ways(
+    comm: str, exe: str, subj: str, pid: str, tail: str, prefix: str
+) -> None:
+    line = (
+        f'{prefix}type=SECCOMP msg=audit(1700000000.001:7): auid=1 uid=2 gid=3 ses=4 subj={subj} pid={pid} '
+        f'comm="{comm}" exe={exe.encode().hex().upper()} sig=0 arch=c000003e syscall=59 compat=0 ip=0x1 '
+        f"code=0x7ffc0000{tail}"
+    ).encode()
+    feed_all([line])
 
 
 @settings(max_examples=500, deadline=None)

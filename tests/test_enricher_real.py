@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 import pytest
+from syscribe.enricher import sources
 from syscribe.enricher.sources import choose
 
 from tests.support import kubebundle
@@ -228,10 +229,15 @@ def test_errno_action_through_crun(real: Path, tmp_path: Path) -> None:
     assert (logged["pod"], logged["runtime"]) == (w.kb.pod, "cri-o")
 
 
-def test_auto_picks_netlink_when_no_auditd_log(real: Path) -> None:
+def test_auto_picks_netlink_when_no_audit_daemon_runs(
+    real: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel says no daemon is registered: an auditd log (stale, the daemon's last) is not taken,
+    since nothing writes it; netlink gets every record."""
     no_audit_daemon()
-    if Path("/var/log/audit/audit.log").exists():
-        pytest.skip("this node has an auditd log: auto would rightly pick it")
+    stale = tmp_path / "audit.log"
+    stale.write_text("type=DAEMON_END msg=audit(1700000000.000:1): op=terminate\n")
+    monkeypatch.setattr(sources, "AUDIT_LOG", stale)
     assert choose("auto", None) == ("netlink", None)
 
 

@@ -58,7 +58,9 @@ class TestPlace:
         try:
             output, _ = parse("of:/" + "/".join(parts))
             p = place(output, ["/r/s", "/x"])
-        except (AnnotationError, PathError):
+        except (AnnotationError, PathError) as exc:
+            # refused, saying why in one line
+            assert str(exc) and "\n" not in str(exc), exc
             return
         assert under(p.path, p.root) and p.path != p.root
         assert ".." not in p.parts

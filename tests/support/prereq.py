@@ -79,6 +79,7 @@ CHECKS: dict[str, Callable[[], str | None]] = {
     "rsyslogd": _program("rsyslogd", "rsyslog"),
     "openssl": _program("openssl", "openssl"),
     "kube": _kube,
+    "setpriv": _program("setpriv", "util-linux"),
 }
 
 
