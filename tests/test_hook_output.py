@@ -36,8 +36,6 @@ WRITER = """
 import os, sys
 from syscribe.hooks.output import open_dir, write_outputs
 from syscribe.hooks.paths import place
-
-from tests.support.prereq import require
 root, path, who, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 p = place(path, [root])
 fd = open_dir(p, create=True)
