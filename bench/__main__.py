@@ -9,7 +9,7 @@ import importlib.util
 import subprocess
 import sys
 
-BENCHES = ("recorder", "enricher", "hook", "proctrack")
+BENCHES = ("recorder", "enricher", "hook", "proctrack", "resident")
 
 
 def main() -> int:

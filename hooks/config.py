@@ -16,6 +16,7 @@ from syscribe import strictjson
 DEFAULT_PATH = "/etc/syscribe/hook.json"
 DEFAULT_OUTPUT_ROOT = "/var/lib/syscribe/profiles"
 DEFAULT_LOG = "/var/log/syscribe-hook.log"
+DEFAULT_RECORDER_SOCKET = "/run/syscribe/recorder.sock"
 MAX_CONFIG_BYTES = 64 * 1024
 MAX_TIMEOUT = 120.0
 ON_FAILURE = ("start", "fail")
@@ -32,6 +33,7 @@ _KEYS = (
     "runtimeInit",
     "createDirectories",
     "addRuntimeSyscalls",
+    "recorderSocket",
 )
 
 
@@ -63,6 +65,9 @@ class HookConfig:
     # Add what the runtime (runc, crun) is known to call after loading the filter and this recording
     # may have missed (syscribe.runtimes), so that the container starts under the profile every time.
     add_runtime_syscalls: bool = True
+    # The resident recorder's socket (syscribe recorder): the hook hands over there when it answers,
+    # and starts a tracer of its own when nothing listens; null: always a tracer of its own.
+    recorder_socket: str | None = DEFAULT_RECORDER_SOCKET
 
     @property
     def fails_closed(self) -> bool:
@@ -98,6 +103,7 @@ def parse_config(data: bytes, shown: str = "config") -> HookConfig:
         runtime_init=_choice(doc, "runtimeInit", RUNTIME_INIT, defaults.runtime_init, shown),
         create_directories=_bool(doc, "createDirectories", defaults.create_directories, shown),
         add_runtime_syscalls=_bool(doc, "addRuntimeSyscalls", defaults.add_runtime_syscalls, shown),
+        recorder_socket=_socket_path(doc.get("recorderSocket", defaults.recorder_socket), shown),
     )
 
 
@@ -163,6 +169,19 @@ def _log_file(value: object, shown: str) -> str | None:
         raise ConfigError(f"{shown}: logFile must be an absolute file path, or null for stderr only")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value) or len(value) >= 4096:
         raise ConfigError(f"{shown}: logFile has control characters or is too long")
+    return value
+
+
+def _socket_path(value: object, shown: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith("/") or value.endswith("/"):
+        raise ConfigError(
+            f"{shown}: recorderSocket must be an absolute path, or null for no resident recorder"
+        )
+    # sun_path holds 108 bytes with the terminating NUL.
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value) or len(value.encode()) > 107:
+        raise ConfigError(f"{shown}: recorderSocket has control characters or is longer than 107 bytes")
     return value
 
 

@@ -15,6 +15,7 @@ import os
 import select
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import FrameType
 
@@ -129,8 +130,11 @@ def trace(job: Job, channel: Channel, log: HookLog) -> int:
 
 
 def _finish(
-    job: Job, log: HookLog, counted: Recording, before: Recording, *, anchored: bool, ended: float
+    job: Job, log: HookLog, counted: Recording, before: Recording, *, anchored: bool, ended: float,
+    extra_meta: Mapping[str, object] | None = None,
 ) -> int:
+    """Name the counts, build the profile and its metadata (plus `extra_meta`), write both, log it.
+    The resident recorder (syscribe.recorder.service) writes through this too."""
     from syscribe.syscalls import LibseccompMissingError, name_of
 
     cid = job.state.id
@@ -172,6 +176,8 @@ def _finish(
         outcome=result,
         version=__version__,
     )
+    if extra_meta:
+        meta.update(extra_meta)
     try:
         write_outputs(job.dir_fd, job.placement, dumps(result.profile), json.dumps(meta, indent=2) + "\n")
     except OSError as exc:
