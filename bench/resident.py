@@ -67,8 +67,14 @@ class Bench:
         }
         self.configs["resident"].write_text(json.dumps({**base, "recorderSocket": str(self.sock)}))
         self.configs["fallback"].write_text(json.dumps({**base, "recorderSocket": None}))
-        self.hooks: dict[str, Path] = {"none": work / "hooks-none"}
+        self.hooks: dict[str, Path] = {"none": work / "hooks-none", "trivial": work / "hooks-trivial"}
         self.hooks["none"].mkdir()
+        self.hooks["trivial"].mkdir()
+        # What podman itself pays to run any hook: /bin/true in its place.
+        trivial = json.loads(HOOKS_D.read_text())
+        trivial["hook"] = {"path": "/bin/true", "args": ["true"]}
+        trivial["when"] = {"always": True}
+        (self.hooks["trivial"] / "syscribe-hook.json").write_text(json.dumps(trivial))
         for launcher in ("console", "isolated"):
             for mode in ("always", "fallback", "resident"):
                 d = work / f"hooks-{mode}-{launcher}"
@@ -145,16 +151,18 @@ def ms(samples: list[float]) -> float:
 
 def start_cost(bench: Bench, runs: int) -> None:
     kinds = ("always", "fallback", "resident")
-    modes = ["none"] + [f"{m}-{how}" for how in ("console", "isolated") for m in kinds]
+    modes = ["none", "trivial"] + [f"{m}-{how}" for how in ("console", "isolated") for m in kinds]
     samples: dict[str, list[float]] = {m: [] for m in modes}
     bench.start_recorder()
     try:
         for m in modes:  # warm caches once
-            bench.podman_run(m, ["/bin/true"], bench.out / f"warm-{m}.json" if "always" not in m else None)
+            quiet = m in ("none", "trivial") or m.startswith("always")
+            warm = None if quiet else bench.out / f"warm-{m}.json"
+            bench.podman_run(m, ["/bin/true"], warm)
             bench.wait_tracers()
         for _ in range(runs):
             for m in modes:
-                annotate = None if m == "none" or m.startswith("always") else \
+                annotate = None if m in ("none", "trivial") or m.startswith("always") else \
                     bench.out / f"start-{uuid.uuid4().hex[:8]}.json"
                 took, result = bench.podman_run(m, ["/bin/true"], annotate)
                 if result.returncode:
@@ -168,6 +176,9 @@ def start_cost(bench: Bench, runs: int) -> None:
     print("| | `syscribe-hook` (console script) | `python3 -I -S hooks/isolated.py` |")
     print("| --- | --- | --- |")
     print(f"| no hook | {base:.0f} | |")
+    trivial = ms(samples["trivial"])
+    print(f"| a hook that is `/bin/true` (podman's own cost of a hook) | {trivial:.0f} "
+          f"(+{trivial - base:.0f}) | |")
     labels = {"always": "hook, not recording", "fallback": "recording, per-container tracer (fallback)",
               "resident": "recording, resident recorder"}
     for m, label in labels.items():

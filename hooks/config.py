@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
 from syscribe import strictjson
+
+TYPE_CHECKING = False  # not typing's: importing typing costs the hook several ms
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_PATH = "/etc/syscribe/hook.json"
 DEFAULT_OUTPUT_ROOT = "/var/lib/syscribe/profiles"

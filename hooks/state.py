@@ -11,9 +11,12 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
 
 from syscribe import strictjson
+
+TYPE_CHECKING = False  # not typing's: importing typing costs the hook several ms
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_STATE_BYTES = 1 << 20
 # The statuses a runtime reports while prestart hooks run (runc: creating, crun: created).
