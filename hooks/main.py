@@ -32,6 +32,9 @@ if TYPE_CHECKING:  # annotations only: the modules are imported where they are n
 
 # The runtime writes the state and closes stdin at once; this only bounds a broken caller.
 STDIN_SECONDS = 5.0
+# syscribe.hooks.config.DEFAULT_PATH (tested equal): importing that module here would load dataclasses
+# on every container start, most of the hook's import time.
+DEFAULT_CONFIG = "/etc/syscribe/hook.json"
 USAGE = "usage: syscribe-hook [--config PATH]  (an OCI prestart hook: the runtime passes the state on stdin)"
 
 
@@ -68,9 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def parse_args(argv: list[str]) -> tuple[str | None, bool]:
     """(config path, named explicitly); (None, False) for --help."""
-    from syscribe.hooks.config import DEFAULT_PATH
-
-    path, explicit = DEFAULT_PATH, False
+    path, explicit = DEFAULT_CONFIG, False
     args = list(argv)
     while args:
         arg = args.pop(0)

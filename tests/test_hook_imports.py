@@ -78,3 +78,12 @@ def test_the_isolated_launcher_runs_without_site() -> None:
     loaded = subprocess.run(["/usr/bin/python3", "-I", "-S", "-c", code], capture_output=True, text=True,
                             check=True)
     assert loaded.stdout.strip() == "[]"
+
+
+def test_the_entry_point_knows_the_default_config_without_importing_it() -> None:
+    from syscribe.hooks.config import DEFAULT_PATH
+    from syscribe.hooks.main import DEFAULT_CONFIG
+
+    assert DEFAULT_CONFIG == DEFAULT_PATH
+    assert "dataclasses" not in modules_after("from syscribe.hooks.main import main\n"
+                                              "main(['--config', '/nonexistent/hook.json'])", NO_ANNOTATION)
