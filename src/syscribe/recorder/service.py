@@ -122,6 +122,8 @@ class RecorderService:
         path = socket_path or config.recorder_socket
         if path is None:
             raise RecorderError("no socket: the config's recorderSocket is null; name one (or --socket)")
+        if not path.startswith("/") or len(path.encode()) > 107:
+            raise RecorderError(f"the socket path {path[:120]!r} must be absolute and at most 107 bytes")
         self.config = config
         self.socket_path = path
         self.state_dir = state_dir.rstrip("/")
