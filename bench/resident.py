@@ -244,14 +244,18 @@ def scale(bench: Bench, levels: list[int]) -> None:
 def fifty(bench: Bench, count: int) -> None:
     from syscribe import profile as prof
 
-    workloads = [["/bin/ls", "/"], ["/bin/mkdir", "/tmp/d"], ["/bin/ln", "-s", "/x", "/tmp/l"],
-                 ["/bin/cat", "/etc/hostname"]]
-    jobs = [(bench.out / f"fifty-{i}.json", workloads[i % len(workloads)]) for i in range(count)]
+    # The rootfs is shared and kept between runs: every path a workload creates is new.
+    def workload(i: int, phase: str) -> list[str]:
+        tag = f"{phase}-{i}-{uuid.uuid4().hex[:6]}"
+        return [["/bin/ls", "/"], ["/bin/mkdir", f"/tmp/d-{tag}"], ["/bin/ln", "-s", "/x", f"/tmp/l-{tag}"],
+                ["/bin/cat", "/etc/hostname"]][i % 4]
+
+    jobs = [(bench.out / f"fifty-{i}.json", i) for i in range(count)]
     results: list[subprocess.CompletedProcess[str] | None] = [None] * count
     bench.start_recorder()
     try:
         def run(i: int) -> None:
-            results[i] = bench.podman_run("resident-isolated", jobs[i][1], jobs[i][0])[1]
+            results[i] = bench.podman_run("resident-isolated", workload(i, "rec"), jobs[i][0])[1]
 
         start = time.monotonic()
         threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
@@ -264,7 +268,7 @@ def fifty(bench: Bench, count: int) -> None:
         bench.stop_recorder()  # writes whatever has exited
     started = sum(1 for r in results if r is not None and r.returncode == 0)
     valid = enforced = 0
-    for out, args in jobs:
+    for out, i in jobs:
         try:
             prof.loads(out.read_bytes())
         except (OSError, prof.ProfileError):
@@ -273,7 +277,7 @@ def fifty(bench: Bench, count: int) -> None:
         if meta.get("recorder") != "resident" or meta.get("partial"):
             continue
         valid += 1
-        _, again = bench.podman_run("none", args, extra=["--security-opt", f"seccomp={out}"])
+        _, again = bench.podman_run("none", workload(i, "enf"), extra=["--security-opt", f"seccomp={out}"])
         enforced += again.returncode == 0
     print(f"\n### {count} containers recorded at once (podman, resident recorder)\n")
     print(f"- started: {started}/{count} in {took:.1f} s; profiles written and valid: {valid}/{count}; "

@@ -21,7 +21,7 @@ import os
 import socket
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from syscribe.hooks.annotation import CONTAINER_NAME_KEY, CONTAINER_TYPE_KEY, SANDBOX_ID_KEY
 
@@ -40,8 +40,7 @@ KEPT_ANNOTATIONS = (
 NOT_RUNNING = "not-running"
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(NamedTuple):  # not a dataclass: see syscribe.hooks.config.HookConfig
     ok: bool
     message: str  # the error, or "" when ok
     slot: int | None = None

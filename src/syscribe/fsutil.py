@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import stat
-from pathlib import Path
 
 DEFAULT_READ_LIMIT = 64 * 1024 * 1024
 
@@ -33,6 +31,8 @@ def write_atomic(
     With `sync` (the default) the data and the rename are on disk when this returns, so a power loss
     leaves the old file or the new one; without it only the atomicity holds.
     """
+    from pathlib import Path  # here, not at the top: the hook's read of its config needs neither
+
     target = Path(path)
     directory = target.parent
     try:
@@ -64,7 +64,7 @@ def write_atomic_at(
         raise FsError(f"{shown}: not a file name")
     payload = data.encode() if isinstance(data, str) else data
     _refuse_link_or_dir(dir_fd, name, shown)
-    tmp = f".{name[:200]}.{secrets.token_hex(6)}.tmp"
+    tmp = f".{name[:200]}.{os.urandom(6).hex()}.tmp"
     try:
         fd = os.open(
             tmp,
@@ -111,6 +111,8 @@ def _refuse_link_or_dir(dir_fd: int, name: str, shown: str) -> None:
 
 def check_writable_dir(path: str | os.PathLike[str]) -> None:
     """Fail now, before any work, when `path` could not be written later."""
+    from pathlib import Path
+
     target = Path(path)
     directory = target.parent
     if not directory.exists():

@@ -493,7 +493,7 @@ class RecorderService:
         self._sel.unregister(active.pidfd)
         self._end(active, recovered=False)
 
-    def _end(self, active: Active, *, recovered: bool) -> None:
+    def _end(self, active: Active, *, recovered: bool, partial: bool = False) -> None:
         # Stop counting first, write, and only then clear the slot and the state file: a crash in
         # between leaves what a restart needs to write the profile again.
         try:
@@ -503,7 +503,7 @@ class RecorderService:
             self.log.write(active.job.state.id, f"reading the recording failed: {exc}; nothing was written")
             reading = None
         if reading is not None:
-            self._write(active, reading, partial=False, recovered=recovered)
+            self._write(active, reading, partial=partial, recovered=recovered)
         with contextlib.suppress(RecorderError):
             self.program.end(active.slot, active.mnt_ns)
         with contextlib.suppress(OSError):
@@ -549,16 +549,17 @@ class RecorderService:
                 continue
             known.add(active.mnt_ns)
             self.active[active.slot] = active
-            if kernel.get(active.mnt_ns) != active.slot:
+            counted = kernel.get(active.mnt_ns) == active.slot
+            if not counted:
                 self.log.write(active.job.state.id, "the recording's namespace was no longer counted; "
                                "writing what its slot holds")
-                alive = False
-            if alive:
+            if alive and counted:
                 self._sel.register(active.pidfd, selectors.EVENT_READ, ("exit", active.slot))
                 self.log.write(active.job.state.id, f"resident recorder: picked up the recording in slot "
                                f"{active.slot}", stderr=False)
             else:
-                self._end(active, recovered=True)
+                # Still running but no longer counted: what there is, marked partial.
+                self._end(active, recovered=True, partial=alive)
         for mnt_ns, slot in kernel.items():
             if mnt_ns not in known:
                 self.log.write(None, f"resident recorder: slot {slot} counted namespace {mnt_ns} for no "
