@@ -146,7 +146,10 @@ def test_record_then_enforce_through_the_resident_recorder(
 
 def test_two_concurrent_containers_stay_apart(env: HookEnv, recorder: Recorder, busybox_rootfs: Path) -> None:
     require("runc", "crun", "busybox")
-    jobs = {"a": ("runc", ["/bin/mkdir", "/tmp/a"]), "b": ("crun", ["/bin/ln", "-s", "/x", "/tmp/b"])}
+    # The rootfs is shared by the session's tests: paths no other test creates.
+    tag = uuid.uuid4().hex[:8]
+    jobs = {"a": ("runc", ["/bin/mkdir", f"/tmp/a-{tag}"]),
+            "b": ("crun", ["/bin/ln", "-s", "/x", f"/tmp/b-{tag}"])}
     prepared = {k: prepare(env, busybox_rootfs, rt, args, annotations={KEY: f"of:{env.root}/{k}.json"})
                 for k, (rt, args) in jobs.items()}
     results: dict[str, subprocess.CompletedProcess[str]] = {}
@@ -192,7 +195,8 @@ def test_a_restart_mid_recording_loses_nothing(
 ) -> None:
     require("runc", "busybox")
     out = env.root / "restart.json"
-    proc, cid = _waiting_container(env, busybox_rootfs, out, "mkdir /tmp/after-restart")
+    script = f"mkdir /tmp/after-restart-{uuid.uuid4().hex[:8]}"
+    proc, cid = _waiting_container(env, busybox_rootfs, out, script)
     try:
         # Stopped while the container runs: what it has so far is written, marked partial, and the
         # recording stays pinned.
@@ -219,7 +223,7 @@ def test_a_container_that_ends_while_no_recorder_runs_is_written_at_the_next_sta
 ) -> None:
     require("runc", "busybox")
     out = env.root / "gap.json"
-    proc, cid = _waiting_container(env, busybox_rootfs, out, "mkdir /tmp/in-the-gap")
+    proc, cid = _waiting_container(env, busybox_rootfs, out, f"mkdir /tmp/in-the-gap-{uuid.uuid4().hex[:8]}")
     recorder.stop()
     _release(proc, cid)  # ends while nothing listens; the pinned program still counted
     recorder.start()
