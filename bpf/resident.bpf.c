@@ -45,6 +45,9 @@ struct task_struct {
 #define NR_KINDS 3
 #define NR_PHASES 2
 #define NR_COUNTERS (NR_PHASES * NR_KINDS * NR_NUMBERS)
+/* The prefilter: one bit per value of the inode's low 16 bits, set for every namespace recorded. */
+#define FILTER_BITS 65536
+#define FILTER_WORDS (FILTER_BITS / 64)
 
 enum kind {
 	KIND_NATIVE = 0,
@@ -90,6 +93,21 @@ struct slot_info {
 struct slot_counts {
 	__u64 calls[NR_COUNTERS]; /* [phase][kind][nr] */
 };
+
+/* Most syscalls on a node come from namespaces not being recorded: for them one array load and a
+ * bit test (as cheap as the per-container program's compare) instead of a hash lookup. Userspace
+ * sets a namespace's bit before inserting it in `recordings` and clears bits only after deleting, so
+ * a bit is never missing for a recorded namespace; a stale or shared bit only costs the lookup. */
+struct filter {
+	__u64 bits[FILTER_WORDS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct filter);
+} filter SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -149,6 +167,13 @@ static __always_inline void count_extra(struct slot_info *inf, __u32 slot, __u32
 
 static __always_inline void count(__u32 mnt_ns, long id, __u32 ts_status)
 {
+	__u32 zero = 0;
+	struct filter *f = bpf_map_lookup_elem(&filter, &zero);
+	__u32 bit = mnt_ns & (FILTER_BITS - 1);
+
+	if (!f || !(f->bits[bit / 64] & (1ULL << (bit % 64))))
+		return;
+
 	__u32 *found = bpf_map_lookup_elem(&recordings, &mnt_ns);
 
 	if (!found)

@@ -25,6 +25,7 @@ from syscribe.recorder.resident import (
     ResidentProgram,
     SlotsFullError,
     decode_slot,
+    filter_bytes,
     info_bytes,
 )
 from syscribe.syscalls import name_of, number_of
@@ -54,6 +55,14 @@ def test_decode_slot_splits_phases_and_kinds() -> None:
     assert reading.anchored and reading.lost == 2
     counted, _before = reading.recordings()
     assert counted.warnings and "2 syscalls could not be counted" in counted.warnings[0]
+
+
+def test_filter_bits_are_the_inode_low_bits() -> None:
+    bits = filter_bytes([4026531841, 4026531841 + 65536, 7])
+    words = memoryview(bits).cast("Q")
+    set_bits = [w * 64 + b for w in range(len(words)) for b in range(64) if words[w] >> b & 1]
+    assert set_bits == sorted({4026531841 % 65536, 7})
+    assert filter_bytes([]) == bytes(len(bits))
 
 
 def test_decode_slot_refuses_a_short_block_and_skips_bogus_extras() -> None:
@@ -212,7 +221,7 @@ def test_pins_outlive_the_process_and_are_picked_up(pin_dir: str) -> None:
         assert second.entries() == {s.mnt_ns: 2}
         assert {"mkdir", "rmdir"} <= names(second.end(2, s.mnt_ns).counted)
         memory = second.memory()
-        assert set(memory) == {"recordings", "counts", "info", "extra"}
+        assert set(memory) == {"recordings", "counts", "info", "extra", "filter"}
         assert memory["counts"] >= 3 * COUNTS_SIZE
     finally:
         second.close()

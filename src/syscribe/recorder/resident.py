@@ -17,6 +17,7 @@ import errno
 import os
 import struct
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -45,6 +46,8 @@ COUNTS_SIZE = NR_COUNTERS * 8
 INFO = struct.Struct("=IIIIQ")  # anchor_mode, anchor_nr, anchored, pad, lost
 EXTRA_KEY = struct.Struct("=QIHH")  # nr, slot, kind, phase
 EXTRA_ENTRIES = 4096
+FILTER_BITS = 65536
+FILTER_SIZE = FILTER_BITS // 8
 U32 = struct.Struct("=I")
 U64 = struct.Struct("=Q")
 CONFIG = struct.Struct("=I")  # compat_mode
@@ -58,6 +61,7 @@ MAPS: dict[str, tuple[int, int, int, int | None]] = {
     "counts": (MAP_ARRAY, 4, COUNTS_SIZE, None),
     "info": (MAP_ARRAY, 4, INFO.size, None),
     "extra": (MAP_HASH, EXTRA_KEY.size, 8, EXTRA_ENTRIES),
+    "filter": (MAP_ARRAY, 4, FILTER_SIZE, 1),
 }
 LINK_PIN = "link"
 
@@ -120,6 +124,15 @@ def decode_slot(counts_raw: bytes, info_raw: bytes, extras: list[tuple[bytes, in
     reading.anchored = bool(anchored)
     reading.lost = lost
     return reading
+
+
+def filter_bytes(namespaces: Iterable[int]) -> bytes:
+    """The prefilter's bitmap: bit (inode mod FILTER_BITS) set for each namespace."""
+    bits = bytearray(FILTER_SIZE)
+    for ns in namespaces:
+        bit = ns % FILTER_BITS
+        bits[bit // 8] |= 1 << (bit % 8)  # little-endian u64 words: byte bit//8, bit bit%8
+    return bytes(bits)
 
 
 def load_object_bytes() -> bytes:
@@ -303,7 +316,11 @@ class ResidentProgram:
             raise RecorderError(f"mount namespace inode {mnt_ns} is out of range")
         self._clear(slot)
         self._must(libbpf.fd_update(self._fd("info"), U32.pack(slot), info_bytes(anchor_nr)), "info")
+        # The bit first: the program must never find the namespace in the map with its bit clear.
+        self._set_filter([*self.entries(), mnt_ns])
         err = libbpf.fd_update(self._fd("recordings"), U32.pack(mnt_ns), U32.pack(slot), BPF_NOEXIST)
+        if err:
+            self._set_filter(self.entries())
         if err == -errno.EEXIST:
             raise RecorderError(f"mount namespace {mnt_ns} is already being recorded")
         if err == -errno.E2BIG:
@@ -326,13 +343,17 @@ class ResidentProgram:
 
     def end(self, slot: int, mnt_ns: int) -> SlotReading:
         """Stop counting `mnt_ns`, read its slot, clear it."""
-        libbpf.fd_delete(self._fd("recordings"), U32.pack(mnt_ns))
+        self.forget(mnt_ns)
         reading = self.read(slot)
         self._clear(slot)
         return reading
 
     def forget(self, mnt_ns: int) -> None:
         libbpf.fd_delete(self._fd("recordings"), U32.pack(mnt_ns))
+        self._set_filter(self.entries())
+
+    def _set_filter(self, namespaces: Iterable[int]) -> None:
+        self._must(libbpf.fd_update(self._fd("filter"), U32.pack(0), filter_bytes(namespaces)), "filter")
 
     def entries(self) -> dict[int, int]:
         """mount namespace inode -> slot, as the kernel has them."""
