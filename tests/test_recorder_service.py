@@ -423,3 +423,25 @@ def test_a_flood_is_refused_clearly_and_the_recorder_stays_up(env: HookEnv, busy
         for s in idle:
             s.close()
         rec.kill()
+
+
+def test_the_service_runs_in_a_thread_of_its_host(env: HookEnv, busybox_rootfs: Path) -> None:
+    """What the node agent does: RecorderService.start() serves from a thread, stop() writes and ends."""
+    require("root", "ebpf", "libseccomp", "runc", "busybox")
+    from syscribe.hooks.config import load_config
+
+    from syscribe.recorder.service import RecorderService
+
+    pin_dir = f"/sys/fs/bpf/syscribe-test-{uuid.uuid4().hex[:10]}"
+    service = RecorderService(load_config(str(env.config_path), required=True), pin_dir=pin_dir,
+                              state_dir=str(env.tmp / "state"))
+    try:
+        service.start()
+        out = env.root / "threaded.json"
+        ran = container(env, busybox_rootfs, "runc", LS, annotations={KEY: f"of:{out}"})
+        assert ran.returncode == 0, ran.stderr
+    finally:
+        service.stop()
+        ResidentProgram(pin_dir).unload()
+    assert meta_of(out)["recorder"] == "resident" and "getdents64" in profile_names(out)
+    assert not os.path.exists(service.socket_path) and not os.path.exists(pin_dir)
