@@ -9,6 +9,8 @@ CLANG ?= clang-14
 LLVM_STRIP ?= llvm-strip-14
 BPF_SRC := bpf/recorder.bpf.c
 BPF_OBJ := bpf/recorder.bpf.o
+RESIDENT_SRC := bpf/resident.bpf.c
+RESIDENT_OBJ := bpf/resident.bpf.o
 
 .PHONY: run test setup venv dev kube bpf lint bench clean
 
@@ -54,6 +56,7 @@ lint: dev
 # tests/test_bpf_object.py checks that the committed object is what this rule builds.
 bpf:
 	bash scripts/build-bpf.sh $(BPF_SRC) $(BPF_OBJ)
+	bash scripts/build-bpf.sh $(RESIDENT_SRC) $(RESIDENT_OBJ)
 
 bench: setup
 	$(PY) -m bench

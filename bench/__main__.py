@@ -9,7 +9,7 @@ import importlib.util
 import subprocess
 import sys
 
-BENCHES = ("recorder", "enricher", "hook", "proctrack", "netlink", "following", "controller")
+BENCHES = ("recorder", "resident", "enricher", "hook", "proctrack", "netlink", "following", "controller")
 
 
 def main() -> int:

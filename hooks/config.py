@@ -8,14 +8,14 @@ silently change where profiles may be written.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from syscribe import strictjson
 
 DEFAULT_PATH = "/etc/syscribe/hook.json"
 DEFAULT_OUTPUT_ROOT = "/var/lib/syscribe/profiles"
 DEFAULT_LOG = "/var/log/syscribe-hook.log"
+DEFAULT_RECORDER_SOCKET = "/run/syscribe/recorder.sock"
 MAX_CONFIG_BYTES = 64 * 1024
 MAX_TIMEOUT = 120.0
 ON_FAILURE = ("start", "fail")
@@ -33,6 +33,7 @@ _KEYS = (
     "createDirectories",
     "addRuntimeSyscalls",
     "tracerCgroup",
+    "recorderSocket",
 )
 
 
@@ -40,8 +41,9 @@ class ConfigError(ValueError):
     """The configuration file is unusable; the message names the key and what is expected."""
 
 
-@dataclass(frozen=True, slots=True)
-class HookConfig:
+# A NamedTuple, not a dataclass: importing dataclasses (inspect, ast...) costs every recorded container
+# start about 10 ms, typing a third of that (docs/hook.md, "Where the time goes").
+class HookConfig(NamedTuple):
     # Directories an `of:` path must lie under (after normalisation, without following symlinks).
     output_roots: tuple[str, ...] = (DEFAULT_OUTPUT_ROOT,)
     # Directories an `if:` path must lie under. Whoever can create pods names the file and the hook reads
@@ -67,6 +69,9 @@ class HookConfig:
     # The cgroup (a path below each hierarchy's root, the same in every hierarchy) the tracer moves
     # itself into, out of the runtime's (the pod's, under CRI-O); None: it stays there.
     tracer_cgroup: str | None = None
+    # The resident recorder's socket (syscribe recorder): the hook hands over there when it answers,
+    # and starts a tracer of its own when nothing listens; null: always a tracer of its own.
+    recorder_socket: str | None = DEFAULT_RECORDER_SOCKET
 
     @property
     def fails_closed(self) -> bool:
@@ -103,6 +108,7 @@ def parse_config(data: bytes, shown: str = "config") -> HookConfig:
         create_directories=_bool(doc, "createDirectories", defaults.create_directories, shown),
         add_runtime_syscalls=_bool(doc, "addRuntimeSyscalls", defaults.add_runtime_syscalls, shown),
         tracer_cgroup=_cgroup(doc.get("tracerCgroup", defaults.tracer_cgroup), shown),
+        recorder_socket=_socket_path(doc.get("recorderSocket", defaults.recorder_socket), shown),
     )
 
 
@@ -182,6 +188,17 @@ def _cgroup(value: object, shown: str) -> str | None:
     if ".." in parts:
         raise ConfigError(f"{shown}: tracerCgroup has a '..' component")
     return "/" + "/".join(parts)
+def _socket_path(value: object, shown: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith("/") or value.endswith("/"):
+        raise ConfigError(
+            f"{shown}: recorderSocket must be an absolute path, or null for no resident recorder"
+        )
+    # sun_path holds 108 bytes with the terminating NUL.
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value) or len(value.encode()) > 107:
+        raise ConfigError(f"{shown}: recorderSocket has control characters or is longer than 107 bytes")
+    return value
 
 
 def _choice(doc: dict[str, Any], key: str, valid: tuple[str, ...], default: str, shown: str) -> str:

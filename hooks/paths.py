@@ -8,7 +8,7 @@ syscribe.hooks.output walks the directories below the root with O_NOFOLLOW.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from syscribe.hooks.annotation import meta_name_for
 
@@ -19,8 +19,7 @@ class PathError(ValueError):
     """The path is outside every configured root; the message says which roots are allowed."""
 
 
-@dataclass(frozen=True, slots=True)
-class Placement:
+class Placement(NamedTuple):  # not a dataclass: see syscribe.hooks.config.HookConfig
     """A path split at the root it lies under."""
 
     root: str  # the configured root

@@ -8,12 +8,15 @@ add some); the fields syscribe uses must have their types, and the document is b
 from __future__ import annotations
 
 import json
+from collections import namedtuple
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
 
 from syscribe import strictjson
+
+TYPE_CHECKING = False  # not typing's: importing typing costs the hook several ms
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_STATE_BYTES = 1 << 20
 # The statuses a runtime reports while prestart hooks run (runc: creating, crun: created).
@@ -27,15 +30,23 @@ class StateError(ValueError):
     """The state on stdin is unusable; the message says what is wrong."""
 
 
-@dataclass(frozen=True, slots=True)
-class State:
-    oci_version: str
-    id: str
-    status: str
-    pid: int
-    bundle: str
-    annotations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    root: str | None = None
+# A named tuple, not a dataclass: see syscribe.hooks.annotation.Request.
+if TYPE_CHECKING:
+    from typing import NamedTuple
+
+    class State(NamedTuple):
+        oci_version: str
+        id: str
+        status: str
+        pid: int
+        bundle: str
+        annotations: Mapping[str, str] = MappingProxyType({})
+        root: str | None = None
+
+else:
+    State = namedtuple(
+        "State", "oci_version id status pid bundle annotations root", defaults=(MappingProxyType({}), None)
+    )
 
 
 def parse_state(data: bytes) -> State:

@@ -14,6 +14,7 @@ import os
 import select
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import FrameType
 
@@ -174,7 +175,10 @@ def _finish(
     anchored: bool,
     ended: float,
     held: _Held | None = None,
+    extra_meta: Mapping[str, object] | None = None,
 ) -> int:
+    """Name the counts, build the profile and its metadata (plus `extra_meta`), write both, log it.
+    The resident recorder (syscribe.recorder.service) writes through this too."""
     from syscribe.syscalls import LibseccompMissingError, name_of
 
     cid = job.state.id
@@ -217,6 +221,8 @@ def _finish(
         outcome=result,
         version=__version__,
     )
+    if extra_meta:
+        meta.update(extra_meta)
     try:
         write_outputs(
             job.dir_fd,

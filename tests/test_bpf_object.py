@@ -13,6 +13,9 @@ from tests.support.prereq import require
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "bpf" / "recorder.bpf.c"
 OBJECT = ROOT / "bpf" / "recorder.bpf.o"
+# The resident recorder's object (one program for every recording on the node).
+RESIDENT_SOURCE = ROOT / "bpf" / "resident.bpf.c"
+RESIDENT_OBJECT = ROOT / "bpf" / "resident.bpf.o"
 BUILD = ROOT / "scripts" / "build-bpf.sh"
 
 
@@ -43,6 +46,32 @@ def test_committed_object_matches_its_source(rebuilt: Path) -> None:
         f"bpf/recorder.bpf.o ({len(committed)} bytes) is not what bpf/recorder.bpf.c builds to "
         f"({len(fresh)} bytes): run `make bpf` and commit the object"
     )
+
+
+@pytest.fixture(scope="module")
+def rebuilt_resident(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    require("clang")
+    work = tmp_path_factory.mktemp("bpfres")
+    src = work / "src" / RESIDENT_SOURCE.name
+    src.parent.mkdir()
+    shutil.copy(RESIDENT_SOURCE, src)
+    out = work / "out" / RESIDENT_OBJECT.name
+    subprocess.run(["bash", str(BUILD), str(src), str(out)], check=True, cwd="/")
+    return out
+
+
+def test_committed_resident_object_matches_its_source(rebuilt_resident: Path) -> None:
+    committed, fresh = RESIDENT_OBJECT.read_bytes(), rebuilt_resident.read_bytes()
+    assert committed == fresh, (
+        f"bpf/resident.bpf.o ({len(committed)} bytes) is not what bpf/resident.bpf.c builds to "
+        f"({len(fresh)} bytes): run `make bpf` and commit the object"
+    )
+    names = sections(RESIDENT_OBJECT)
+    assert ".BTF" in names and "raw_tracepoint/sys_enter" in names
+    assert not [n for n in names if n.startswith(".debug")]
+    data = RESIDENT_OBJECT.read_bytes()
+    for leak in (str(ROOT).encode(), b"/tmp/", b"/home/", b"/root/"):
+        assert leak not in data
 
 
 def test_object_keeps_btf_and_drops_dwarf(rebuilt: Path) -> None:

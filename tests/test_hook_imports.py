@@ -60,3 +60,30 @@ def test_importtime_is_measurable() -> None:
     result = subprocess.run([sys.executable, "-X", "importtime", "-c", "import syscribe.hooks.main"],
                             capture_output=True, text=True, check=True, env={**os.environ})
     assert "syscribe.hooks.main" in result.stderr
+
+
+def test_the_isolated_launcher_runs_without_site() -> None:
+    """`python3 -I -S hooks/isolated.py`: no site-packages on sys.path, and the hook still runs,
+    the hand-over module included (stdlib only)."""
+    import syscribe.hooks
+
+    script = os.path.join(os.path.dirname(syscribe.hooks.__file__), "isolated.py")
+    result = subprocess.run(["/usr/bin/python3", "-I", "-S", script, "--config", "/nonexistent/hook.json"],
+                            input=NO_ANNOTATION, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    top = os.path.dirname(os.path.dirname(os.path.dirname(script)))
+    code = (f"import sys; sys.path.insert(0, {top!r})\n"
+            "import syscribe.hooks.main, syscribe.hooks.handover\n"
+            "print(sorted(m for m in sys.modules if 'site' in m or m.split('.')[0] in ('click', 'yaml')))")
+    loaded = subprocess.run(["/usr/bin/python3", "-I", "-S", "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert loaded.stdout.strip() == "[]"
+
+
+def test_the_entry_point_knows_the_default_config_without_importing_it() -> None:
+    from syscribe.hooks.config import DEFAULT_PATH
+    from syscribe.hooks.main import DEFAULT_CONFIG
+
+    assert DEFAULT_CONFIG == DEFAULT_PATH
+    assert "dataclasses" not in modules_after("from syscribe.hooks.main import main\n"
+                                              "main(['--config', '/nonexistent/hook.json'])", NO_ANNOTATION)

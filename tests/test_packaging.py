@@ -143,3 +143,16 @@ def test_the_api_server_accepts_the_manifest(kube_api: KubeAPI, kube_namespace: 
         assert made.metadata.name == obj["metadata"]["name"]
         kinds.append(made.kind)
     assert "DaemonSet" in kinds and "ClusterRole" in kinds
+
+
+def test_recorder_unit_runs_a_valid_command() -> None:
+    from syscribe.commands.recorder import recorder
+
+    unit = configparser.ConfigParser(strict=True, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read_string((ROOT / "packaging" / "systemd" / "syscribe-recorder.service").read_text())
+    exec_start = shlex.split(unit["Service"]["ExecStart"])
+    assert exec_start[0].endswith("/syscribe") and exec_start[1] == "recorder"
+    ctx = recorder.make_context("recorder", exec_start[2:])
+    assert ctx.params["config_path"] == "/etc/syscribe/hook.json"
+    assert unit["Install"]["WantedBy"] == "multi-user.target"

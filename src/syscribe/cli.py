@@ -12,6 +12,7 @@ from syscribe import __version__
 # name -> "module:attribute" of a click.Command
 COMMANDS: dict[str, str] = {
     "record": "syscribe.commands.record:record",
+    "recorder": "syscribe.commands.recorder:recorder",
     "run": "syscribe.commands.run:run",
     "merge": "syscribe.commands.profiles:merge",
     "convert": "syscribe.commands.profiles:convert",

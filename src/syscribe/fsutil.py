@@ -12,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import stat
-from pathlib import Path
 
 DEFAULT_READ_LIMIT = 64 * 1024 * 1024
 
@@ -34,6 +32,8 @@ def write_atomic(
     With `sync` (the default) the data and the rename are on disk when this returns, so a power loss
     leaves the old file or the new one; without it only the atomicity holds.
     """
+    from pathlib import Path  # here, not at the top: the hook's read of its config needs neither
+
     target = Path(path)
     directory = target.parent
     try:
@@ -66,7 +66,7 @@ def write_atomic_at(
     payload = data.encode() if isinstance(data, str) else data
     _refuse_link_or_dir(dir_fd, name, shown)
     # Short whatever `name` is: a temporary must fit NAME_MAX wherever `name` itself does.
-    tmp = f".{_prefix(name, 32)}.{secrets.token_hex(6)}.tmp"
+    tmp = f".{_prefix(name, 32)}.{os.urandom(6).hex()}.tmp"
     try:
         fd = os.open(
             tmp,
@@ -118,6 +118,8 @@ def _refuse_link_or_dir(dir_fd: int, name: str, shown: str) -> None:
 
 def check_writable_dir(path: str | os.PathLike[str]) -> None:
     """Fail now, before any work, when `path` could not be written later."""
+    from pathlib import Path
+
     target = Path(path)
     directory = target.parent
     if not directory.exists():

@@ -7,7 +7,10 @@ syscribe and another to a runtime reading the same file. Pure; stdlib only (the 
 from __future__ import annotations
 
 import json
-from typing import Any
+
+TYPE_CHECKING = False  # not typing's: importing typing costs the hook several ms
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def loads(text: str | bytes) -> Any:

@@ -121,6 +121,16 @@ def lib() -> ctypes.CDLL:
         "bpf_program__attach": ([vp], vp),
         "bpf_program__set_autoload": ([vp, ctypes.c_bool], i),
         "bpf_link__destroy": ([vp], i),
+        "bpf_link__pin": ([vp, cp], i),
+        "bpf_map__pin": ([vp, cp], i),
+        "bpf_map__fd": ([vp], i),
+        "bpf_map__set_max_entries": ([vp, ctypes.c_uint32], i),
+        "bpf_obj_get": ([cp], i),
+        "bpf_obj_get_info_by_fd": ([i, vp, ctypes.POINTER(ctypes.c_uint32)], i),
+        "bpf_map_lookup_elem": ([i, vp, vp], i),
+        "bpf_map_update_elem": ([i, vp, vp, ctypes.c_uint64], i),
+        "bpf_map_delete_elem": ([i, vp], i),
+        "bpf_map_get_next_key": ([i, vp, vp], i),
         "libbpf_num_possible_cpus": ([], i),
         "libbpf_strerror": ([i, cp, sz], i),
         "libbpf_set_print": ([_PRINT_FN], vp),
@@ -258,6 +268,32 @@ class BpfObject:
             raise explain(f"attaching to {what}", err or errno.EINVAL)
         self._links.append(int(link))
 
+    def pin_links(self, path: str) -> None:
+        """Pin the (one) attached link at `path` in bpffs: the program then stays attached after this
+        process exits, until the pin is removed."""
+        if len(self._links) != 1:
+            raise RecorderError(f"expected one attached link to pin, found {len(self._links)}")
+        err = self._lib.bpf_link__pin(self._links[0], path.encode())
+        if err:
+            raise explain(f"pinning the eBPF link at {path}", err)
+
+    def pin_map(self, map_ptr: int, path: str) -> None:
+        err = self._lib.bpf_map__pin(map_ptr, path.encode())
+        if err:
+            raise explain(f"pinning an eBPF map at {path}", err)
+
+    def map_fd(self, map_ptr: int) -> int:
+        fd = int(self._lib.bpf_map__fd(map_ptr))
+        if fd < 0:
+            raise explain("finding an eBPF map's fd", fd)
+        return fd
+
+    def set_max_entries(self, map_ptr: int, n: int) -> None:
+        """Resize a map; only before load()."""
+        err = self._lib.bpf_map__set_max_entries(map_ptr, n)
+        if err:
+            raise explain("sizing an eBPF map", err)
+
     def value_size(self, map_ptr: int) -> int:
         return int(self._lib.bpf_map__value_size(map_ptr))
 
@@ -302,6 +338,87 @@ class BpfObject:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _MapInfo(ctypes.Structure):
+    # The leading fields of struct bpf_map_info (linux/bpf.h); the kernel fills what fits.
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("name", ctypes.c_char * 16),
+    ]
+
+
+def obj_get(path: str) -> int:
+    """An fd of the object pinned at `path` in bpffs; FileNotFoundError when nothing is pinned there."""
+    so = lib()
+    with capturing():
+        fd = int(so.bpf_obj_get(path.encode()))
+    take_log()
+    if fd == -errno.ENOENT:
+        raise FileNotFoundError(errno.ENOENT, "nothing pinned", path)
+    if fd < 0:
+        raise explain(f"opening the pinned eBPF object {path}", fd)
+    return fd
+
+
+def map_info(fd: int) -> tuple[int, int, int, int]:
+    """(type, key size, value size, max entries) of the map behind `fd`."""
+    info = _MapInfo()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    err = lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size))
+    if err:
+        raise explain("reading an eBPF map's description", err)
+    return info.type, info.key_size, info.value_size, info.max_entries
+
+
+def fd_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
+    kbuf = ctypes.create_string_buffer(key, len(key))
+    vbuf = ctypes.create_string_buffer(value_size)
+    err = lib().bpf_map_lookup_elem(fd, kbuf, vbuf)
+    if err == -errno.ENOENT:
+        return None
+    if err:
+        raise explain("reading an eBPF map", err)
+    return vbuf.raw
+
+
+def fd_update(fd: int, key: bytes, value: bytes, flags: int = 0) -> int:
+    """0, or the negative errno the kernel gave (EEXIST with BPF_NOEXIST, E2BIG when full)."""
+    kbuf = ctypes.create_string_buffer(key, len(key))
+    vbuf = ctypes.create_string_buffer(value, len(value))
+    return int(lib().bpf_map_update_elem(fd, kbuf, vbuf, flags))
+
+
+def fd_delete(fd: int, key: bytes) -> bool:
+    """Whether the key was there."""
+    kbuf = ctypes.create_string_buffer(key, len(key))
+    err = lib().bpf_map_delete_elem(fd, kbuf)
+    if err == -errno.ENOENT:
+        return False
+    if err:
+        raise explain("deleting from an eBPF map", err)
+    return True
+
+
+def fd_keys(fd: int, key_size: int) -> list[bytes]:
+    """Every key of a hash map, as one list (taken before the caller changes the map)."""
+    keys: list[bytes] = []
+    cur = None
+    nxt = ctypes.create_string_buffer(key_size)
+    so = lib()
+    while True:
+        err = so.bpf_map_get_next_key(fd, cur, nxt)
+        if err == -errno.ENOENT:
+            return keys
+        if err:
+            raise explain("listing an eBPF map", err)
+        keys.append(nxt.raw)
+        cur = ctypes.create_string_buffer(nxt.raw, key_size)
 
 
 def possible_cpus() -> int:
