@@ -88,6 +88,7 @@ def hook_config(output_root: str, config_dir: str) -> str:
         "createDirectories": True,
         "addRuntimeSyscalls": True,
         "tracerCgroup": "/syscribe",
+        "recorderSocket": "/run/syscribe/recorder.sock",
     }
     return json.dumps(doc, indent=2) + "\n"
 
