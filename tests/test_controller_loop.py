@@ -33,7 +33,6 @@ SPO = ("security-profiles-operator.x-k8s.io", "v1", "seccompprofiles")
 pytestmark = pytest.mark.slow
 
 WORKLOADS = [["/bin/ls", "/"], ["/bin/ls", "/bin"], ["/bin/cat", "/etc/hostname"]]
-NEVER_RAN = ["/bin/mkdir", "/tmp/never-ran"]
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +53,9 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                 "logFile": str(base / "hook.log"),
                 "onFailure": "fail",
                 "createDirectories": True,
+                # Where the node agent's resident recorder listens, in the tests that start one; the
+                # hook starts a tracer of its own when nothing does.
+                "recorderSocket": str(base / "recorder.sock"),
             }
         )
     )
@@ -61,7 +63,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     doc["hook"]["path"] = str(HOOK)
     doc["hook"]["args"] = ["syscribe-hook", "--config", str(config)]
     (dirs["hooks.d"] / "syscribe-hook.json").write_text(json.dumps(doc))
-    return {**dirs, "base": base, "log": base / "hook.log"}
+    return {**dirs, "base": base, "log": base / "hook.log", "config": config}
 
 
 @pytest.fixture(scope="module")
@@ -166,11 +168,18 @@ def denied(result: subprocess.CompletedProcess[str]) -> bool:
     return result.returncode != 0 and "Operation not permitted" in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("recorder", ["resident", "tracer"])
 def test_record_a_deployment_by_its_labels(
-    kube_api: Any, cluster: dict[str, Any], node: dict[str, Path], kube_namespace: str, busybox_rootfs: Path
+    recorder: str,
+    kube_api: Any,
+    cluster: dict[str, Any],
+    node: dict[str, Path],
+    kube_namespace: str,
+    busybox_rootfs: Path,
 ) -> None:
     api = cluster["api"]
-    recording = "loop"
+    recording = f"loop-{recorder}"
+    never_ran = ["/bin/mkdir", f"/tmp/never-ran-{uuid.uuid4().hex[:8]}"]  # the rootfs is shared
     custom(api).create_namespaced_custom_object(
         GROUP,
         VERSION,
@@ -214,26 +223,47 @@ def test_record_a_deployment_by_its_labels(
     )
     assert forged["metadata"]["annotations"] == {"io.containers.trace-syscall/app": f"of:{target}"}
 
-    for pod, args in zip(replicas, WORKLOADS, strict=True):
-        ran = run_as_crio_would(node, busybox_rootfs, pod, args)
-        assert ran.returncode == 0, ran.stderr + node["log"].read_text()
-    assert run_as_crio_would(node, busybox_rootfs, unselected, ["/bin/ls", "/"]).returncode == 0
-    assert run_as_crio_would(node, busybox_rootfs, forged, NEVER_RAN).returncode == 0
-
-    installed = node["seccomp"] / "syscribe" / f"{profile_name}.json"
+    quarantine, seccomp = node["quarantine"] / recorder, node["seccomp"] / recorder
+    installed = seccomp / "syscribe" / f"{profile_name}.json"
+    extra: tuple[str, ...] = ()
+    if recorder == "resident":  # the agent hosts the node's resident recorder; the hook hands over to it
+        extra = (
+            "--host-recorder",
+            str(node["config"]),
+            "--recorder-pin-dir",
+            f"/sys/fs/bpf/syscribe-test-{uuid.uuid4().hex[:10]}",
+            "--recorder-state-dir",
+            str(node["base"] / f"state-{uuid.uuid4().hex[:6]}"),
+        )
     agent = AgentProcess(
         cluster["agent_kubeconfig"],
         node["profiles"],
-        node["quarantine"],
-        node["base"] / "agent.log",
-        seccomp_dir=node["seccomp"],
+        quarantine,
+        node["base"] / f"agent-{recorder}.log",
+        seccomp_dir=seccomp,
+        extra=extra,
     )
     with running(agent):
+        if recorder == "resident":
+            wait_for("the resident recorder's socket", (node["base"] / "recorder.sock").exists, timeout=60)
+        lines_before = len(node["log"].read_text().splitlines()) if node["log"].exists() else 0
+        for pod, args in zip(replicas, WORKLOADS, strict=True):
+            ran = run_as_crio_would(node, busybox_rootfs, pod, args)
+            assert ran.returncode == 0, ran.stderr + node["log"].read_text()
+        assert run_as_crio_would(node, busybox_rootfs, unselected, ["/bin/ls", "/"]).returncode == 0
+        assert run_as_crio_would(node, busybox_rootfs, forged, never_ran).returncode == 0
+        hook_lines = node["log"].read_text().splitlines()[lines_before:]
+        handed = {
+            line.split(" container ", 1)[1].split(":", 1)[0]
+            for line in hook_lines
+            if "(resident recorder, slot" in line
+        }
+        assert len(handed) == (4 if recorder == "resident" else 0), hook_lines  # each container, once
         status = wait_pods_recorded(api, kube_namespace, recording, 3, timeout=180)
         wait_for("the profile installed on the node", installed.exists, timeout=60)
         reasons = wait_for(
             "the forged dump quarantined",
-            lambda: [orjson.loads(p.read_bytes()) for p in node["quarantine"].glob("*.reason.json")],
+            lambda: [orjson.loads(p.read_bytes()) for p in quarantine.glob("*.reason.json")],
             timeout=60,
         )
     assert status["profiles"] == [profile_name]
@@ -248,9 +278,26 @@ def test_record_a_deployment_by_its_labels(
     for args in WORKLOADS:
         again = enforced(busybox_rootfs, installed, args)
         assert again.returncode == 0, again.stderr
-    assert denied(enforced(busybox_rootfs, installed, NEVER_RAN))
+    assert denied(enforced(busybox_rootfs, installed, never_ran))
 
-    # With the webhook stopped, pods are still created (failurePolicy: Ignore), just not recorded.
+
+def test_pods_are_still_created_with_the_webhook_stopped(
+    cluster: dict[str, Any], kube_namespace: str
+) -> None:
+    """failurePolicy: Ignore: a webhook that is down never stops a pod, which is just not recorded."""
+    api = cluster["api"]
+    custom(api).create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        kube_namespace,
+        PLURAL,
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ProfileRecording",
+            "metadata": {"name": "late", "namespace": kube_namespace},
+            "spec": {"podSelector": {"matchLabels": {"app": "loop"}}},
+        },
+    )
     cluster["webhook"].stop()
     late = create_pod(api, kube_namespace, {"app": "loop"}, "loop-")
     assert late["metadata"]["name"].startswith("loop-") and not late["metadata"].get("annotations")

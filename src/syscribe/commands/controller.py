@@ -140,6 +140,25 @@ def webhook(cert_file: str, key_file: str, bind: str, port: int, root: str, kube
 )
 @click.option("--metrics-port", type=click.IntRange(1, 65535), help="Serve Prometheus metrics on this port.")
 @click.option(
+    "--host-recorder",
+    "recorder_config",
+    type=click.Path(dir_okay=False),
+    help="Also run the node's resident recorder (what `syscribe recorder` runs) in this process, with "
+    "this hook config (its recorderSocket, roots and log).",
+)
+@click.option(
+    "--recorder-pin-dir",
+    default="/sys/fs/bpf/syscribe",
+    show_default=True,
+    help="bpffs directory for its pins.",
+)
+@click.option(
+    "--recorder-state-dir",
+    default="/run/syscribe/recordings",
+    show_default=True,
+    help="Where it describes each recording in flight, for a restart.",
+)
+@click.option(
     "--kubeconfig", type=click.Path(dir_okay=False), help="Default: in-cluster, else ~/.kube/config."
 )
 def agent(
@@ -151,6 +170,9 @@ def agent(
     rescan: float,
     incomplete_grace: float,
     metrics_port: int | None,
+    recorder_config: str | None,
+    recorder_pin_dir: str,
+    recorder_state_dir: str,
     kubeconfig: str | None,
 ) -> None:
     """Turn the hook's recordings on this node into SeccompProfiles, and install profiles on it."""
@@ -174,9 +196,12 @@ def agent(
         incomplete_grace=incomplete_grace,
         report=report,
     )
+    recorder = _recorder(recorder_config, recorder_pin_dir, recorder_state_dir) if recorder_config else None
     try:
         the_agent.start()
     except OSError as exc:
+        if recorder is not None:
+            recorder.stop()
         raise click.ClickException(f"cannot start: {exc}") from None
     server = None
     try:
@@ -190,6 +215,29 @@ def agent(
         report("started", f"following {root} for node {node_name}")
         stop.wait()
     finally:
+        # The recorder first: what it writes at its stop (partial recordings) is still turned into
+        # profiles at the agent's next start, never lost.
+        if recorder is not None:
+            recorder.stop()
         the_agent.stop()
         if server is not None:
             server.shutdown()
+
+
+def _recorder(config_path: str, pin_dir: str, state_dir: str) -> Any:
+    """The resident recorder, serving in a thread of this process."""
+    from syscribe.hooks.config import ConfigError, load_config
+    from syscribe.recorder.base import RecorderError
+    from syscribe.recorder.service import RecorderService
+
+    try:
+        service = RecorderService(
+            load_config(config_path, required=True), pin_dir=pin_dir, state_dir=state_dir
+        )
+        service.start()
+    except (ConfigError, RecorderError, OSError) as exc:
+        raise click.ClickException(f"cannot start the resident recorder: {exc}") from None
+    print(
+        f"syscribe agent: resident recorder listening at {service.socket_path}", file=sys.stderr, flush=True
+    )
+    return service
