@@ -5,6 +5,7 @@ temporary directories; podman then records a container through the hooks.d file 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -54,8 +55,11 @@ def test_install_is_idempotent_and_uninstall_removes_what_it_wrote(tmp_path: Pat
     first = install(tmp_path)
     assert first.returncode == 0, first.stderr
     hook = json.loads((tmp_path / "hooks.d" / "syscribe-hook.json").read_text())["hook"]
-    assert hook["path"] == str(Path(sys.executable).parent / "syscribe-hook")
-    assert Path(hook["path"]).is_absolute() and hook["args"][-1] == str(tmp_path / "etc" / "hook.json")
+    # The default launcher: this Python, isolated and without site, running the package's isolated.py.
+    assert hook["path"] == os.path.abspath(sys.executable)
+    assert hook["args"][:3] == ["python3", "-I", "-S"]
+    assert hook["args"][3].endswith("/syscribe/hooks/isolated.py")
+    assert hook["args"][-2:] == ["--config", str(tmp_path / "etc" / "hook.json")]
     config = parse_config((tmp_path / "etc" / "hook.json").read_bytes())
     assert config.output_roots == (str(tmp_path / "profiles"),)
     assert (tmp_path / "profiles").is_dir()
@@ -70,6 +74,14 @@ def test_install_is_idempotent_and_uninstall_removes_what_it_wrote(tmp_path: Pat
     assert gone.returncode == 0, gone.stderr
     assert tree(tmp_path) == {}
     assert install(tmp_path, "--uninstall").returncode == 0  # nothing left: still fine
+
+
+def test_the_script_launcher_names_the_console_script(tmp_path: Path) -> None:
+    done = install(tmp_path, "--launcher", "script")
+    assert done.returncode == 0, done.stderr
+    hook = json.loads((tmp_path / "hooks.d" / "syscribe-hook.json").read_text())["hook"]
+    assert hook["path"] == str(Path(sys.executable).parent / "syscribe-hook")
+    assert hook["args"] == ["syscribe-hook", "--config", str(tmp_path / "etc" / "hook.json")]
 
 
 def test_a_file_it_did_not_write_is_never_overwritten(tmp_path: Path) -> None:
