@@ -2,11 +2,11 @@
 /*
  * syscribe's syscall recorder: counts, per syscall number, the syscalls of the tasks in one mount
  * namespace. Compiled once into a CO-RE object (scripts/build-bpf.sh) and loaded by
- * src/syscribe/recorder/core.py through libbpf, so a node needs neither clang nor kernel headers.
+ * src/syscribe/recorder/coreobject.py through libbpf, so a node needs neither clang nor kernel headers.
  * Optionally (the container hook, docs/hook.md) the calls before a first "anchor" syscall are counted
  * apart, so that a runtime's setup before it loads the seccomp filter stays out of the profile.
  *
- * The layout of `counters` and `extra_key` is mirrored in core.py; core.py checks the map sizes at
+ * The layout of `counters` and `extra_key` is mirrored in coreobject.py; coreobject.py checks the map sizes at
  * load time, so a change here that is not made there fails loudly instead of misreading counts.
  */
 #include <linux/bpf.h>

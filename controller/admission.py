@@ -25,7 +25,9 @@ from syscribe.controller.recording import (
     selecting,
 )
 
-TRACE_KEY = "io.containers.trace-syscall"
+from syscribe import annotations as keys
+
+TRACE_KEY = keys.TRACE_SYSCALL
 REVIEW_API_VERSION = "admission.k8s.io/v1"
 MAX_CONTAINERS = 1024  # far above what a pod can hold; bounds the work one request can ask for
 

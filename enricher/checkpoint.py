@@ -16,8 +16,6 @@ A checkpoint says three things:
 from __future__ import annotations
 
 import hashlib
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -214,18 +212,19 @@ def decode(data: bytes) -> Checkpoint:
 def load(path: Path) -> Checkpoint | None:
     """The checkpoint at `path`, None when there is none yet. CheckpointError for a broken one."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise CheckpointError(f"cannot open checkpoint {path}: {exc.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise CheckpointError(f"checkpoint {path} is not a regular file")
-        data = os.read(fd, MAX_CHECKPOINT_BYTES + 1)
-    finally:
-        os.close(fd)
+        data = fsutil.read_limited(path, MAX_CHECKPOINT_BYTES, follow_symlinks=False)
+    except fsutil.FsError as exc:
+        if exc.kind == fsutil.MISSING:
+            return None
+        if exc.kind in (fsutil.SYMLINK, fsutil.OPEN):
+            raise CheckpointError(f"cannot open checkpoint {path}: {exc.reason}") from None
+        if exc.kind == fsutil.NOT_REGULAR:
+            raise CheckpointError(f"checkpoint {path} is not a regular file") from None
+        if exc.kind in (fsutil.TOO_BIG, fsutil.GREW):
+            raise CheckpointError(
+                f"checkpoint {path}: checkpoint is {exc.size} bytes, more than any checkpoint this writes"
+            ) from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.reason}") from None
     try:
         return decode(data)
     except CheckpointError as exc:

@@ -9,10 +9,17 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from syscribe.enricher.events import EventAssembler
+    from syscribe.enricher.pipeline import Pipeline, Stats
+    from syscribe.enricher.proctrack import ProcessTracker
 
 SOURCES = ("auto", "auditd", "syslog", "kmsg", "netlink")
 STARTS = ("end", "beginning", "checkpoint")
@@ -104,27 +111,83 @@ def enrich(
     quiet: bool,
 ) -> None:
     """Enrich SECCOMP, AVC and AppArmor audit records with the pod they came from, as JSON lines."""
+    options = _Options(**locals())  # first, so that locals() holds the parameters only
+    with contextlib.ExitStack() as cleanup:
+        built = _build(options, cleanup)
+        if not _run(built):
+            return
+    if not options.quiet:
+        _summary(built)
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    """`syscribe enrich`'s parameters, as click parsed them."""
+
+    source: str
+    input_path: Path | None
+    output: str
+    follow: bool
+    checkpoint_path: Path | None
+    start: str | None
+    namespaces: tuple[str, ...]
+    types: tuple[str, ...]
+    actions: tuple[str, ...]
+    node: str | None
+    max_output_bytes: int
+    output_backups: int
+    metrics_port: int | None
+    metrics_addr: str
+    metrics_textfile: Path | None
+    hold_seconds: float
+    backlog_seconds: float
+    checkpoint_interval: float
+    proc: Path
+    state_dirs: tuple[Path, ...]
+    kube: bool
+    kubeconfig: Path | None
+    track_processes: bool | None
+    quiet: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Built:
+    """A pipeline ready to run, and what its summary reads afterwards."""
+
+    pipeline: Pipeline
+    assembler: EventAssembler
+    stats: Stats
+    tracker: ProcessTracker | None
+    concrete: str
+    path: Path | None
+
+
+def _build(options: _Options, cleanup: contextlib.ExitStack) -> _Built:
+    """Check the options together, open the source, the output, the checkpoint and the helpers (each
+    closed by `cleanup`), and make the pipeline; a ClickException or UsageError says what is wrong."""
     from syscribe.enricher.checkpoint import CheckpointError
     from syscribe.enricher.containers import ContainerResolver
     from syscribe.enricher.events import EventAssembler
     from syscribe.enricher.metrics import Metrics
-    from syscribe.enricher.output import Filter, OutputClosedError, OutputError, OutputWriter
-    from syscribe.enricher.pipeline import CheckpointSaveError, Pipeline, Reporter, Settings, Stats, restore
+    from syscribe.enricher.output import Filter, OutputError, OutputWriter
+    from syscribe.enricher.pipeline import Pipeline, Reporter, Settings, Stats, restore
     from syscribe.enricher.sources import SourceError, choose, open_source
 
+    start, checkpoint_path = options.start, options.checkpoint_path  # both may change below
+    follow, quiet = options.follow, options.quiet
     if start is None:
         start = "checkpoint" if checkpoint_path is not None else ("end" if follow else "beginning")
     if start == "checkpoint" and checkpoint_path is None:
         raise click.UsageError("--start checkpoint needs --checkpoint PATH")
-    output_path = None if output == "-" else Path(output)
+    output_path = None if options.output == "-" else Path(options.output)
     if output_path is not None and output_path.name in ("", ".", ".."):
-        raise click.UsageError(f"--output {output!r} is not a file path")
+        raise click.UsageError(f"--output {options.output!r} is not a file path")
     try:
-        concrete, path = choose(source, input_path)
+        concrete, path = choose(options.source, options.input_path)
     except SourceError as exc:
         raise click.ClickException(str(exc)) from None
     if concrete == "netlink" and checkpoint_path is not None:
-        if source == "netlink":
+        if options.source == "netlink":
             raise click.UsageError("the netlink source has no history, so no checkpoint: drop --checkpoint")
         # auto on a node without auditd: the same DaemonSet arguments must work everywhere.
         if not quiet:
@@ -146,10 +209,10 @@ def enrich(
         if a is not None and b is not None and os.path.abspath(a) == os.path.abspath(b):
             raise click.UsageError(f"{a_name} and {b_name} must be different files, both are {a}")
     try:
-        filt = Filter.of(namespaces, types, actions)
+        filt = Filter.of(options.namespaces, options.types, options.actions)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    node_name = node or os.environ.get("NODE_NAME") or os.uname().nodename
+    node_name = options.node or os.environ.get("NODE_NAME") or os.uname().nodename
 
     # Every line makes a few short-lived objects and none of them cycles: collecting the youngest
     # generation every 700 allocations costs about 4% of the run for nothing.
@@ -157,116 +220,131 @@ def enrich(
     stats = Stats()
     metrics = Metrics()
     report = Reporter(metrics, stats, quiet=quiet)
-    with contextlib.ExitStack() as cleanup:
-        pods = None
-        if kube:
-            from syscribe.enricher.kube import KubeConfigError, KubePodSource, api_client_from_environment
+    pods = None
+    if options.kube:
+        from syscribe.enricher.kube import KubeConfigError, KubePodSource, api_client_from_environment
 
-            try:
-                client = api_client_from_environment(str(kubeconfig) if kubeconfig else None)
-                pods = KubePodSource(client, node_name, report=report)
-            except (KubeConfigError, ValueError) as exc:
-                raise click.ClickException(f"{exc} (or drop --kube)") from None
-            pods.start()
-            cleanup.callback(pods.stop)
-            # Degraded rather than failed when the API server does not answer: the node alone names
-            # pod, namespace and container, and a DaemonSet that exits on an API outage loses lines.
-            if not pods.wait_synced(KUBE_FIRST_SYNC) and not quiet:
-                click.echo(
-                    f"syscribe enrich: the Kubernetes API at {client.configuration.host} did not answer "
-                    f"within {KUBE_FIRST_SYNC:g} s: lines go out without pod labels until it does (the "
-                    "node itself still names pod, namespace and container)",
-                    err=True,
-                )
         try:
-            # Only a run that resumes from the checkpoint may cut the output back to it: one that
-            # starts elsewhere would not write those lines again.
-            restored = None
-            if start == "checkpoint":
-                restored = restore(checkpoint_path, concrete, report, output_path)
-        except CheckpointError as exc:
-            raise click.ClickException(f"{exc}; fix or delete it (a new one starts at --start)") from None
-        mark = restored.mark if restored is not None else None
-        try:
-            writer = OutputWriter(output_path, max_bytes=max_output_bytes, backups=output_backups)
-        except OutputError as exc:
-            raise click.ClickException(str(exc)) from None
-        cleanup.callback(writer.close)
-        try:
-            src = open_source(concrete, path, follow=follow, start=start, mark=mark, report=report)
-        except SourceError as exc:
-            raise click.ClickException(str(exc)) from None
-        cleanup.callback(src.close)
-        if metrics_port is not None:
-            try:
-                metrics.serve(metrics_port, metrics_addr)
-            except OSError as exc:
-                message = f"cannot serve metrics on port {metrics_port}: {exc.strerror}"
-                raise click.ClickException(message) from None
-        cleanup.callback(metrics.stop)
-
-        resolver = ContainerResolver(proc=proc, state_dirs=list(state_dirs) or None, api=pods)
-        tracker = None
-        if track_processes or (track_processes is None and follow):
-            from syscribe.enricher.proctrack import ProcessTracker, TrackerUnavailableError
-
-            tracker = ProcessTracker(resolver, report=report)
-            try:
-                tracker.start()
-                cleanup.callback(tracker.stop)
-            except TrackerUnavailableError as exc:
-                tracker = None
-                if not quiet:
-                    hint = " (--no-track-processes hides this)" if track_processes is None else ""
-                    click.echo(
-                        f"syscribe enrich: process tracking off: {exc}; a process gone before its record "
-                        f"is read gets no pod{hint}",
-                        err=True,
-                    )
-        # The enriched line of a SECCOMP event takes nothing from companions: it need not wait for them.
-        assembler = EventAssembler(hold_seconds=hold_seconds, seccomp_alone=True)
-        settings = Settings(
-            node=node_name, backlog_seconds=backlog_seconds, checkpoint_interval=checkpoint_interval
-        )
-        pipeline = Pipeline(
-            src, assembler, resolver, writer, settings,
-            checkpoint_path=checkpoint_path, restored=restored, filter=filt, metrics=metrics,
-            report=report, stats=stats, metrics_textfile=metrics_textfile,
-        )
-
-        stop = threading.Event()
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            stop.set()
-
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, on_signal)
-        try:
-            pipeline.run(stop)
-        except OutputClosedError:
-            # `syscribe enrich --output - | head`: the reader is done, so are we (quietly: point
-            # stdout at /dev/null so that nothing complains about it at exit).
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-            return
-        except (SourceError, OutputError, CheckpointSaveError) as exc:
-            raise click.ClickException(str(exc)) from None
-    if not quiet:
-        parse = assembler.stats
-        where = concrete if path is None else f"{concrete} {path}"
-        click.echo(
-            f"syscribe enrich: {where}: {stats.lines} lines, {parse.records} records "
-            f"({parse.malformed} malformed, {parse.non_audit} not audit), {stats.events} events, "
-            f"{stats.written} written, "
-            f"{stats.filtered} filtered, {stats.duplicates} already written before a restart",
-            err=True,
-        )
-        if tracker is not None:
-            track = tracker.stats
+            client = api_client_from_environment(str(options.kubeconfig) if options.kubeconfig else None)
+            pods = KubePodSource(client, node_name, report=report)
+        except (KubeConfigError, ValueError) as exc:
+            raise click.ClickException(f"{exc} (or drop --kube)") from None
+        pods.start()
+        cleanup.callback(pods.stop)
+        # Degraded rather than failed when the API server does not answer: the node alone names
+        # pod, namespace and container, and a DaemonSet that exits on an API outage loses lines.
+        if not pods.wait_synced(KUBE_FIRST_SYNC) and not quiet:
             click.echo(
-                f"syscribe enrich: process tracker: {track.forks} forks, {track.execs} execs, "
-                f"{track.remembered} container processes remembered, {track.overruns} overruns, "
-                f"{track.cpu_seconds:.2f} s CPU",
+                f"syscribe enrich: the Kubernetes API at {client.configuration.host} did not answer "
+                f"within {KUBE_FIRST_SYNC:g} s: lines go out without pod labels until it does (the "
+                "node itself still names pod, namespace and container)",
                 err=True,
             )
+    try:
+        # Only a run that resumes from the checkpoint may cut the output back to it: one that
+        # starts elsewhere would not write those lines again.
+        restored = None
+        if start == "checkpoint":
+            restored = restore(checkpoint_path, concrete, report, output_path)
+    except CheckpointError as exc:
+        raise click.ClickException(f"{exc}; fix or delete it (a new one starts at --start)") from None
+    mark = restored.mark if restored is not None else None
+    try:
+        writer = OutputWriter(output_path, max_bytes=options.max_output_bytes, backups=options.output_backups)
+    except OutputError as exc:
+        raise click.ClickException(str(exc)) from None
+    cleanup.callback(writer.close)
+    try:
+        src = open_source(concrete, path, follow=follow, start=start, mark=mark, report=report)
+    except SourceError as exc:
+        raise click.ClickException(str(exc)) from None
+    cleanup.callback(src.close)
+    if options.metrics_port is not None:
+        try:
+            metrics.serve(options.metrics_port, options.metrics_addr)
+        except OSError as exc:
+            message = f"cannot serve metrics on port {options.metrics_port}: {exc.strerror}"
+            raise click.ClickException(message) from None
+    cleanup.callback(metrics.stop)
+
+    resolver = ContainerResolver(proc=options.proc, state_dirs=list(options.state_dirs) or None, api=pods)
+    tracker = None
+    if options.track_processes or (options.track_processes is None and follow):
+        from syscribe.enricher.proctrack import ProcessTracker, TrackerUnavailableError
+
+        tracker = ProcessTracker(resolver, report=report)
+        try:
+            tracker.start()
+            cleanup.callback(tracker.stop)
+        except TrackerUnavailableError as exc:
+            tracker = None
+            if not quiet:
+                hint = " (--no-track-processes hides this)" if options.track_processes is None else ""
+                click.echo(
+                    f"syscribe enrich: process tracking off: {exc}; a process gone before its record "
+                    f"is read gets no pod{hint}",
+                    err=True,
+                )
+    # The enriched line of a SECCOMP event takes nothing from companions: it need not wait for them.
+    assembler = EventAssembler(hold_seconds=options.hold_seconds, seccomp_alone=True)
+    settings = Settings(
+        node=node_name,
+        backlog_seconds=options.backlog_seconds,
+        checkpoint_interval=options.checkpoint_interval,
+    )
+    pipeline = Pipeline(
+        src, assembler, resolver, writer, settings,
+        checkpoint_path=checkpoint_path, restored=restored, filter=filt, metrics=metrics,
+        report=report, stats=stats, metrics_textfile=options.metrics_textfile,
+    )
+    return _Built(pipeline, assembler, stats, tracker, concrete, path)
+
+
+def _run(built: _Built) -> bool:
+    """Run until the source ends or a signal; False when the reader of stdout went away first."""
+    from syscribe.enricher.output import OutputClosedError, OutputError
+    from syscribe.enricher.pipeline import CheckpointSaveError
+    from syscribe.enricher.sources import SourceError
+
+    pipeline = built.pipeline
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+    try:
+        pipeline.run(stop)
+    except OutputClosedError:
+        # `syscribe enrich --output - | head`: the reader is done, so are we (quietly: point
+        # stdout at /dev/null so that nothing complains about it at exit).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return False
+    except (SourceError, OutputError, CheckpointSaveError) as exc:
+        raise click.ClickException(str(exc)) from None
+    return True
+
+
+def _summary(built: _Built) -> None:
+    """The closing lines on stderr: what was read, written and tracked."""
+    stats, assembler, tracker = built.stats, built.assembler, built.tracker
+    where = built.concrete if built.path is None else f"{built.concrete} {built.path}"
+    parse = assembler.stats
+    click.echo(
+        f"syscribe enrich: {where}: {stats.lines} lines, {parse.records} records "
+        f"({parse.malformed} malformed, {parse.non_audit} not audit), {stats.events} events, "
+        f"{stats.written} written, "
+        f"{stats.filtered} filtered, {stats.duplicates} already written before a restart",
+        err=True,
+    )
+    if tracker is not None:
+        track = tracker.stats
+        click.echo(
+            f"syscribe enrich: process tracker: {track.forks} forks, {track.execs} execs, "
+            f"{track.remembered} container processes remembered, {track.overruns} overruns, "
+            f"{track.cpu_seconds:.2f} s CPU",
+            err=True,
+        )

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import threading
 import time
 from collections import OrderedDict
@@ -39,6 +38,8 @@ from syscribe.enricher.cgroup import (
     parse_proc_cgroup,
 )
 from syscribe.enricher.gonepids import GonePids
+
+from syscribe import fsutil
 
 if TYPE_CHECKING:
     from syscribe.enricher.kube import PodLabelSource
@@ -79,7 +80,6 @@ TICK_SLACK = 2
 
 # What a runtime's own process is called while it sets a container up, before the workload's exec.
 RUNTIME_COMMS = frozenset({"runc", "runc:[0:PARENT]", "runc:[1:CHILD]", "runc:[2:INIT]", "crun", "youki"})
-_PROC_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -149,62 +149,18 @@ def read_bounded(base: Path, parts: Sequence[str], cap: int) -> bytes | None:
     """The bytes of base/parts[0]/.../parts[-1], or None if it is missing, not a regular file, reached
     through a symlink below `base`, or larger than `cap`. `base` itself is the operator's choice and
     may be a link (a DaemonSet mounts the host's /run somewhere)."""
-    if not parts:
-        return None
     try:
-        fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
+        return fsutil.read_beneath(base, parts, cap)
+    except fsutil.FsError:
         return None
-    try:
-        for part in parts[:-1]:
-            try:
-                next_fd = os.open(
-                    part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
-                )
-            except OSError:
-                return None
-            os.close(fd)
-            fd = next_fd
-        try:
-            leaf = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
-        except OSError:
-            return None
-        try:
-            info = os.fstat(leaf)
-            if not stat.S_ISREG(info.st_mode) or info.st_size > cap:
-                return None
-            chunks: list[bytes] = []
-            total = 0
-            while total <= cap:  # /proc files report size 0: the cap is enforced while reading
-                chunk = os.read(leaf, min(65536, cap + 1 - total))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                total += len(chunk)
-            return None if total > cap else b"".join(chunks)
-        except OSError:
-            return None
-        finally:
-            os.close(leaf)
-    finally:
-        os.close(fd)
 
 
 def _is_dir(base: Path, parts: Sequence[str]) -> bool:
     try:
-        fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
+        os.close(fsutil.open_dir_beneath(base, parts))
+    except fsutil.FsError:
         return False
-    try:
-        for part in parts:
-            next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            os.close(fd)
-            fd = next_fd
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
+    return True
 
 
 def _subdirs(base: Path) -> list[str]:
@@ -464,21 +420,9 @@ class ContainerResolver:
         """/proc/<pid>/<name>, bounded. The path is built from an int and a constant, so the one open
         needs no walk (this is on every lookup's path, cached or not)."""
         try:
-            fd = os.open(f"{self.proc}/{pid}/{name}", _PROC_FLAGS)
-        except OSError:
+            return fsutil.read_limited(f"{self.proc}/{pid}/{name}", MAX_PROC_FILE, follow_symlinks=False)
+        except fsutil.FsError:
             return None
-        try:
-            data = os.read(fd, MAX_PROC_FILE + 1)
-            while data and len(data) <= MAX_PROC_FILE:
-                more = os.read(fd, MAX_PROC_FILE + 1 - len(data))
-                if not more:
-                    break
-                data += more
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-        return data if len(data) <= MAX_PROC_FILE else None
 
     def _start_epoch(self, start_ticks: int) -> float | None:
         if self._btime is None or self._ticks <= 0:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from syscribe import annotations as keys
 from syscribe.kube import (
     MAX_TEXT,
     KubeConfigError,
@@ -51,7 +52,7 @@ __all__ = [
     "resource_version",
 ]
 
-MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+MIRROR_ANNOTATION = keys.KUBE_MIRROR
 MAX_LABELS = 1024
 
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from syscribe import annotations as keys
+
 # Kubernetes names are at most 253 characters; anything longer (or holding control characters) did not
 # come from a kubelet and is not worth carrying into every output line.
 MAX_NAME = 253
@@ -34,15 +36,15 @@ MAX_LABELS = 1024
 MAX_LABEL_VALUE = 63 * 4  # label values are at most 63 characters; allow some slack, then drop
 
 ANNOTATION_KEYS: dict[str, tuple[str, ...]] = {
-    "pod": ("io.kubernetes.pod.name", "io.kubernetes.cri.sandbox-name"),
-    "namespace": ("io.kubernetes.pod.namespace", "io.kubernetes.cri.sandbox-namespace"),
-    "pod_uid": ("io.kubernetes.pod.uid", "io.kubernetes.cri.sandbox-uid"),
-    "container_name": ("io.kubernetes.container.name", "io.kubernetes.cri.container-name"),
+    "pod": (keys.POD_NAME, keys.CONTAINERD_POD_NAME),
+    "namespace": (keys.POD_NAMESPACE, keys.CONTAINERD_POD_NAMESPACE),
+    "pod_uid": (keys.POD_UID, keys.CONTAINERD_POD_UID),
+    "container_name": (keys.CONTAINER_NAME, keys.CONTAINERD_CONTAINER_NAME),
 }
-CRIO_LABELS = "io.kubernetes.cri-o.Labels"
-CRIO_SANDBOX_ID = "io.kubernetes.cri-o.SandboxID"
-CRIO_CONTAINER_TYPE = "io.kubernetes.cri-o.ContainerType"
-CONTAINERD_CONTAINER_TYPE = "io.kubernetes.cri.container-type"
+CRIO_LABELS = keys.CRIO_LABELS
+CRIO_SANDBOX_ID = keys.CRIO_SANDBOX_ID
+CRIO_CONTAINER_TYPE = keys.CRIO_CONTAINER_TYPE
+CONTAINERD_CONTAINER_TYPE = keys.CONTAINERD_CONTAINER_TYPE
 MANAGER = "io.container.manager"
 WANTED_KEYS = (
     *(key for keys in ANNOTATION_KEYS.values() for key in keys),
@@ -194,7 +196,8 @@ def crio_labels(annotations: Mapping[str, str]) -> dict[str, str]:
 
 def pod_labels(sandbox_annotations: Mapping[str, str]) -> dict[str, str]:
     """The pod's own labels, from its CRI-O sandbox: the kubelet's `io.kubernetes.*` keys removed."""
-    return {k: v for k, v in crio_labels(sandbox_annotations).items() if not k.startswith("io.kubernetes.")}
+    labels = crio_labels(sandbox_annotations)
+    return {k: v for k, v in labels.items() if not k.startswith(keys.KUBERNETES_PREFIX)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,9 +225,9 @@ def pod_facts(annotations: Mapping[str, str]) -> PodFacts:
     manager_value = annotations.get(MANAGER)
     if manager_value == "libpod":
         manager: str | None = "podman"
-    elif manager_value == "cri-o" or any(k.startswith("io.kubernetes.cri-o.") for k in annotations):
+    elif manager_value == "cri-o" or any(k.startswith(keys.CRIO_PREFIX) for k in annotations):
         manager = "cri-o"
-    elif any(k.startswith("io.kubernetes.cri.") for k in annotations):
+    elif any(k.startswith(keys.CONTAINERD_PREFIX) for k in annotations):
         manager = "containerd"
     else:
         manager = None

@@ -16,14 +16,16 @@ import re
 from collections import namedtuple
 from collections.abc import Mapping
 
-KEY = "io.containers.trace-syscall"
-CONTAINER_NAME_KEY = "io.kubernetes.container.name"
+from syscribe import annotations as keys
+
+KEY = keys.TRACE_SYSCALL
+CONTAINER_NAME_KEY = keys.CONTAINER_NAME
 # CRI-O marks the pod's infra container with ContainerType "sandbox", and gives it its own id as
 # SandboxID. podman 4 marks pod members with the same keys (ContainerType "container") and passes a
 # pod's annotations to its containers but not to the infra container.
-CONTAINER_TYPE_KEY = "io.kubernetes.cri-o.ContainerType"
-SANDBOX_ID_KEY = "io.kubernetes.cri-o.SandboxID"
-SANDBOX = "sandbox"
+CONTAINER_TYPE_KEY = keys.CRIO_CONTAINER_TYPE
+SANDBOX_ID_KEY = keys.CRIO_SANDBOX_ID
+SANDBOX = keys.SANDBOX
 
 PATH_MAX = 4096  # Linux, bytes including the terminating NUL
 NAME_MAX = 255

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 from syscribe.hooks.paths import Placement
 
+from syscribe import fsutil
 from syscribe.fsutil import FsError
 
 # An `if:` profile is read and parsed before the container starts, within timeoutSeconds: 1 MiB
@@ -315,36 +316,26 @@ def read_input(placement: Placement) -> bytes:
     """The `if:` profile's bytes: a regular file reached without symlinks, at most 1 MiB."""
     dir_fd = open_dir(placement, create=False, what="if:")
     try:
-        try:
-            fd = os.open(
-                placement.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd
-            )
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise OutputError(f"if: {placement.path} is a symlink; name the real file") from None
-            raise OutputError(f"if: {placement.path}: {exc.strerror}") from None
+        return fsutil.read_limited(placement.name, MAX_INPUT_BYTES, follow_symlinks=False, dir_fd=dir_fd)
+    except FsError as exc:
+        raise OutputError(_input_problem(placement.path, exc)) from None
     finally:
         os.close(dir_fd)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OutputError(f"if: {placement.path} is not a regular file")
-        if st.st_size > MAX_INPUT_BYTES:
-            raise OutputError(
-                f"if: {placement.path} is {st.st_size} bytes; at most {MAX_INPUT_BYTES} (an input "
-                "profile is read before the container starts): keep the rules you need in a smaller one"
-            )
-        chunks: list[bytes] = []
-        total = 0
-        while chunk := os.read(fd, 1 << 20):
-            total += len(chunk)
-            if total > MAX_INPUT_BYTES:
-                raise OutputError(f"if: {placement.path} grew past {MAX_INPUT_BYTES} bytes while read")
-            chunks.append(chunk)
-        return b"".join(chunks)
-    except OutputError:
-        raise
-    except OSError as exc:
-        raise OutputError(f"if: {placement.path}: cannot read: {exc.strerror}") from None
-    finally:
-        os.close(fd)
+
+
+def _input_problem(path: str, exc: FsError) -> str:
+    """The hook's own words for what fsutil found wrong with the `if:` file."""
+    if exc.kind == fsutil.SYMLINK:
+        return f"if: {path} is a symlink; name the real file"
+    if exc.kind in (fsutil.MISSING, fsutil.OPEN):
+        return f"if: {path}: {exc.reason}"
+    if exc.kind == fsutil.NOT_REGULAR:
+        return f"if: {path} is not a regular file"
+    if exc.kind == fsutil.TOO_BIG:
+        return (
+            f"if: {path} is {exc.size} bytes; at most {MAX_INPUT_BYTES} (an input "
+            "profile is read before the container starts): keep the rules you need in a smaller one"
+        )
+    if exc.kind == fsutil.GREW:
+        return f"if: {path} grew past {MAX_INPUT_BYTES} bytes while read"
+    return f"if: {path}: cannot read: {exc.reason}"

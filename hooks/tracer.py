@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import FrameType
 
-from syscribe.hooks import outcome as outcomes
+from syscribe.hooks import result as outcomes
 from syscribe.hooks.annotation import Request
 from syscribe.hooks.config import HookConfig
 from syscribe.hooks.log import HookLog
@@ -31,7 +31,7 @@ from syscribe import __version__
 from syscribe.arch import Arch
 from syscribe.profile import Profile, ProfileError, dumps
 from syscribe.recorder.base import RecorderError, Recording, Target, Tracer
-from syscribe.recorder.core import CoreTracer
+from syscribe.recorder.coreobject import CoreTracer
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def open_tracer_for(job: Job) -> tuple[Tracer, CoreTracer | None]:
     """A tracer of the configured backend, and the same tracer again when it tells the runtime's
     setup apart (a core tracer with the anchor), else None."""
     from syscribe.recorder import open_tracer
-    from syscribe.recorder.core import check_kernel
+    from syscribe.recorder.coreobject import check_kernel
     from syscribe.syscalls import number_of
 
     backend = job.config.backend

@@ -10,10 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from syscribe.enricher.pipeline import Pipeline, Settings, Stats, restore
 from syscribe.enricher.sources import FileSource
 
 from tests.support.prereq import require
+from tests.support.tmpfs import small_tmpfs
 
 CID = "ab" * 32
 UID = "6f1f0d3c-2a7b-4c55-9a1e-1f2e3d4c5b6a"
@@ -357,16 +356,6 @@ def test_own_output_rotation(tmp_path: Path) -> None:
 
 
 # --- a full output disk -----------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def small_tmpfs(where: Path, size: str) -> Iterator[Path]:
-    where.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 @pytest.mark.real

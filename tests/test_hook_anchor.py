@@ -13,9 +13,9 @@ import sys
 import pytest
 
 from syscribe import arch as archmod
-from syscribe.recorder import core
+from syscribe.recorder import coreobject as obj
 from syscribe.recorder.base import RecorderError
-from syscribe.recorder.core import CoreTracer
+from syscribe.recorder.coreobject import CoreTracer
 from syscribe.recorder.names import name_recording
 from syscribe.recorder.workload import run_traced
 from syscribe.syscalls import number_of
@@ -31,17 +31,17 @@ WORKLOAD = [
 
 
 def test_rodata_layout() -> None:
-    base = core.config_bytes(7, core.COMPAT_X86)
-    assert core.rodata_bytes(7, core.COMPAT_X86) == base + struct.pack("=II", core.ANCHOR_NONE, 0)
-    assert core.rodata_bytes(7, core.COMPAT_X86, 157) == base + struct.pack("=II", core.ANCHOR_SYSCALL, 157)
-    for bad in (-1, core.NR_SLOTS, 1 << 40, True):
+    base = obj.config_bytes(7, obj.COMPAT_X86)
+    assert obj.rodata_bytes(7, obj.COMPAT_X86) == base + struct.pack("=II", obj.ANCHOR_NONE, 0)
+    assert obj.rodata_bytes(7, obj.COMPAT_X86, 157) == base + struct.pack("=II", obj.ANCHOR_SYSCALL, 157)
+    for bad in (-1, obj.NR_SLOTS, 1 << 40, True):
         with pytest.raises(RecorderError, match="anchor syscall number"):
-            core.rodata_bytes(7, core.COMPAT_X86, bad)
+            obj.rodata_bytes(7, obj.COMPAT_X86, bad)
 
 
 def test_extra_entries_carry_their_phase() -> None:
-    assert core.extra_phase(core.EXTRA_KEY.pack(5000, 0, core.PHASE_BEFORE)) == core.PHASE_BEFORE
-    assert core.extra_phase(core.EXTRA_KEY.pack(5000, 0, core.PHASE_COUNTED)) == core.PHASE_COUNTED
+    assert obj.extra_phase(obj.EXTRA_KEY.pack(5000, 0, obj.PHASE_BEFORE)) == obj.PHASE_BEFORE
+    assert obj.extra_phase(obj.EXTRA_KEY.pack(5000, 0, obj.PHASE_COUNTED)) == obj.PHASE_COUNTED
 
 
 def test_calls_before_the_anchor_are_counted_apart() -> None:

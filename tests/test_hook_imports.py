@@ -47,7 +47,7 @@ def test_a_container_without_the_annotation_loads_only_the_decision() -> None:
 def test_the_tracer_path_imports_nothing_heavy() -> None:
     code = "\n".join([
         "import syscribe.hooks.tracer, syscribe.hooks.spawn, syscribe.hooks.output",
-        "import syscribe.recorder, syscribe.recorder.core, syscribe.syscalls, syscribe.runtimes",
+        "import syscribe.recorder, syscribe.recorder.coreobject, syscribe.syscalls, syscribe.runtimes",
         "from syscribe.recorder.names import name_recording",
     ])
     loaded = modules_after(code)

@@ -28,7 +28,7 @@ from syscribe.hooks.output import (
 )
 from syscribe.hooks.paths import place
 
-from tests.support.prereq import require
+from tests.support.tmpfs import small_tmpfs
 
 # One writer process: writes `count` dumps of its own to the same of:, as containers recorded by the
 # pod-wide key do.
@@ -166,14 +166,8 @@ def test_temporaries_of_dead_writers_are_removed_at_the_next_write(
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A 256 KiB tmpfs: a disk that fills up."""
-    require("root")
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(mount)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "small", "256k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_full_disk_leaves_a_pair_a_reader_can_tell_apart(small_fs: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from syscribe import fsutil
 from syscribe.fsutil import FsError
-from tests.support.prereq import require
+from tests.support.tmpfs import small_tmpfs
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -99,14 +99,8 @@ def test_write_at_wants_a_plain_name(tmp_path: Path, name: str) -> None:
 @pytest.fixture
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
     """A 64 KiB tmpfs, so that a write runs out of space for real."""
-    require("root")
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], check=True)
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+    with small_tmpfs(tmp_path / "tiny", "64k") as mount:
+        yield mount
 
 
 def test_a_full_disk_leaves_the_old_file_and_no_temp_file(tiny_fs: Path) -> None:
@@ -170,6 +164,112 @@ def test_read_limited_refuses_fifos_and_devices_without_hanging(tmp_path: Path) 
         fsutil.read_limited(fifo)
     with pytest.raises(FsError, match="not a regular file"):
         fsutil.read_limited("/dev/zero")
+
+
+def test_no_follow_refuses_a_symlink_and_says_so(tmp_path: Path) -> None:
+    (tmp_path / "real").write_bytes(b"ok")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert fsutil.read_limited(tmp_path / "link") == b"ok"
+    with pytest.raises(FsError, match="is a symlink; it is not followed") as caught:
+        fsutil.read_limited(tmp_path / "link", follow_symlinks=False)
+    assert caught.value.kind == fsutil.SYMLINK
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(FsError) as caught:
+        fsutil.read_limited(tmp_path / "dangling", follow_symlinks=False)
+    assert caught.value.kind == fsutil.SYMLINK
+
+
+def test_each_failure_has_a_kind_for_callers_that_word_their_own(tmp_path: Path) -> None:
+    big = tmp_path / "big"
+    with big.open("wb") as handle:
+        handle.truncate(10**12)  # sparse: a terabyte that costs no disk
+    cases = [
+        (tmp_path / "missing", fsutil.MISSING),
+        (tmp_path, fsutil.NOT_REGULAR),
+        (Path("/dev/zero"), fsutil.NOT_REGULAR),
+        (big, fsutil.TOO_BIG),
+    ]
+    for path, kind in cases:
+        with pytest.raises(FsError) as caught:
+            fsutil.read_limited(path, 1024, follow_symlinks=False)
+        assert caught.value.kind == kind, path
+    assert caught.value.size == 10**12
+    with pytest.raises(FsError) as caught:
+        fsutil.read_limited(tmp_path / "missing" / "x")
+    assert caught.value.kind == fsutil.MISSING and caught.value.reason == "No such file or directory"
+
+
+def test_a_file_that_says_size_zero_is_bounded_while_read() -> None:
+    """/proc files report size 0; one longer than the limit is refused, not read whole."""
+    whole = fsutil.read_limited("/proc/self/maps", 1 << 20)
+    assert len(whole) > 100
+    with pytest.raises(FsError, match="more than 100 bytes") as caught:
+        fsutil.read_limited("/proc/self/maps", 100)
+    assert caught.value.kind == fsutil.GREW
+
+
+def test_read_relative_to_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"ok")
+    (tmp_path / "l").symlink_to(tmp_path / "f")
+    os.mkfifo(tmp_path / "fifo")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert fsutil.read_limited("f", 10, follow_symlinks=False, dir_fd=fd) == b"ok"
+        with pytest.raises(FsError, match="l: is a symlink"):
+            fsutil.read_limited("l", 10, follow_symlinks=False, dir_fd=fd)
+        with pytest.raises(FsError, match="fifo: not a regular file"):  # and the open did not hang
+            fsutil.read_limited("fifo", 10, follow_symlinks=False, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def test_read_beneath_follows_no_symlink_below_its_base(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_bytes(b"ok")
+    assert fsutil.read_beneath(tmp_path, ["d", "f"], 10) == b"ok"
+    (tmp_path / "dl").symlink_to(tmp_path / "d")
+    with pytest.raises(FsError) as caught:
+        fsutil.read_beneath(tmp_path, ["dl", "f"], 10)
+    assert caught.value.kind == fsutil.SYMLINK
+    (tmp_path / "d" / "fl").symlink_to("/etc/passwd")
+    with pytest.raises(FsError) as caught:
+        fsutil.read_beneath(tmp_path, ["d", "fl"], 1 << 20)
+    assert caught.value.kind == fsutil.SYMLINK
+    # The base is the caller's own choice (a DaemonSet mounts the host's /run somewhere): followed.
+    (tmp_path / "base").symlink_to(tmp_path / "d")
+    assert fsutil.read_beneath(tmp_path / "base", ["f"], 10) == b"ok"
+
+
+@pytest.mark.parametrize(
+    ("parts", "kind"),
+    [
+        ([], fsutil.NOT_REGULAR),
+        (["missing", "x"], fsutil.MISSING),
+        (["d"], fsutil.NOT_REGULAR),  # a folder is not a file
+        (["d", "f", "x"], fsutil.OPEN),  # a file is not a folder
+        (["..", "x"], fsutil.MISSING),  # a name walks where it says; nothing in the name is special
+        (["d", "big"], fsutil.TOO_BIG),
+    ],
+)
+def test_read_beneath_refusals(tmp_path: Path, parts: list[str], kind: str) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_bytes(b"ok")
+    (tmp_path / "d" / "big").write_bytes(b"x" * 11)
+    with pytest.raises(FsError) as caught:
+        fsutil.read_beneath(tmp_path, parts, 10)
+    assert caught.value.kind == kind
+
+
+def test_open_dir_beneath(tmp_path: Path) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    os.close(fsutil.open_dir_beneath(tmp_path, ["a", "b"]))
+    os.close(fsutil.open_dir_beneath(tmp_path, []))
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    with pytest.raises(FsError, match="cannot open as a folder") as caught:
+        fsutil.open_dir_beneath(tmp_path, ["link", "b"])
+    assert caught.value.kind == fsutil.SYMLINK
+    with pytest.raises(FsError, match="no such folder"):
+        fsutil.open_dir_beneath(tmp_path / "missing", [])
 
 
 @pytest.mark.parametrize("name", ["€" * 80 + ".json", "x" * 255, "é" * 127], ids=["euro", "ascii", "e-acute"])

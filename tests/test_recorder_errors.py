@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from syscribe.command import (
+from syscribe.recorder import open_tracer
+from syscribe.recorder.base import RecorderError
+from syscribe.recorder.workload import record_command, run_traced
+from syscribe.usercommand import (
     CommandError,
     CommandNotExecutableError,
     CommandNotFoundError,
     resolve_command,
 )
-from syscribe.recorder import open_tracer
-from syscribe.recorder.base import RecorderError
-from syscribe.recorder.workload import record_command, run_traced
 from tests.support import unprivileged
 from tests.support.prereq import require
 
@@ -134,7 +134,7 @@ def test_no_btf_and_no_bcc_names_both_remedies(monkeypatch: pytest.MonkeyPatch, 
 NOT_ROOT_SCRIPT = """
 from syscribe.recorder import open_tracer
 from syscribe.recorder.base import RecorderError
-from syscribe.command import CommandError
+from syscribe.usercommand import CommandError
 from syscribe.recorder.workload import record_command
 for call in (lambda: open_tracer("auto"), lambda: record_command(["/bin/busybox", "true"], "core"),
              lambda: record_command(["no-such-command-xyz"], "core")):

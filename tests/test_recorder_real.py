@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 
 from syscribe import arch as archmod
-from syscribe.command import CommandError, CommandNotExecutableError, CommandNotFoundError
 from syscribe.recorder import libbpf, open_tracer
 from syscribe.recorder.base import RecorderError, Target, Tracer
 from syscribe.recorder.bcc import BccTracer
-from syscribe.recorder.core import PROGRAMS, CoreTracer, load_object_bytes
+from syscribe.recorder.coreobject import PROGRAMS, CoreTracer, load_object_bytes
 from syscribe.recorder.names import NamedSyscalls, name_recording
 from syscribe.recorder.workload import WorkloadResult, record_command, run_traced
+from syscribe.usercommand import CommandError, CommandNotExecutableError, CommandNotFoundError
 from tests.support.prereq import require
 
 pytestmark = pytest.mark.real

@@ -15,12 +15,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from syscribe import arch as archmod
-from syscribe.command import shell_status
-from syscribe.recorder import bcc, core
+from syscribe.recorder import bcc, coreobject
 from syscribe.recorder.base import RecorderError, Recording, Target
 from syscribe.recorder.names import name_recording
+from syscribe.usercommand import shell_status
 
-KINDS = core.kinds_for(archmod.X86_64)
+KINDS = coreobject.kinds_for(archmod.X86_64)
 
 
 def per_cpu(words_per_cpu: list[list[int]]) -> bytes:
@@ -29,30 +29,30 @@ def per_cpu(words_per_cpu: list[list[int]]) -> bytes:
 
 class TestConfig:
     def test_packs_inode_and_mode(self) -> None:
-        assert core.config_bytes(4026531841, core.COMPAT_X86) == struct.pack("=II", 4026531841, 1)
+        assert coreobject.config_bytes(4026531841, coreobject.COMPAT_X86) == struct.pack("=II", 4026531841, 1)
 
     @pytest.mark.parametrize("inode", [0, -1, 1 << 32, 1 << 64, -(1 << 70)])
     def test_rejects_inodes_out_of_range(self, inode: int) -> None:
         with pytest.raises(RecorderError, match="out of range"):
-            core.config_bytes(inode, core.COMPAT_NONE)
+            coreobject.config_bytes(inode, coreobject.COMPAT_NONE)
 
     @pytest.mark.parametrize("mode", [-1, 2, 1 << 40])
     def test_rejects_unknown_compat_modes(self, mode: int) -> None:
         with pytest.raises(RecorderError, match="compat mode"):
-            core.config_bytes(1, mode)
+            coreobject.config_bytes(1, mode)
 
     def test_compat_only_on_x86_64(self) -> None:
-        assert core.compat_mode_for(archmod.X86_64) == core.COMPAT_X86
-        assert core.compat_mode_for(archmod.BY_NAME["aarch64"]) == core.COMPAT_NONE
-        assert core.kinds_for(archmod.X86_64) == (archmod.X86_64, archmod.I386, archmod.X32)
+        assert coreobject.compat_mode_for(archmod.X86_64) == coreobject.COMPAT_X86
+        assert coreobject.compat_mode_for(archmod.BY_NAME["aarch64"]) == coreobject.COMPAT_NONE
+        assert coreobject.kinds_for(archmod.X86_64) == (archmod.X86_64, archmod.I386, archmod.X32)
         aarch64 = archmod.BY_NAME["aarch64"]
-        assert core.kinds_for(aarch64) == (aarch64, aarch64, aarch64)
+        assert coreobject.kinds_for(aarch64) == (aarch64, aarch64, aarch64)
 
 
 class TestPerCpu:
     def test_sums_every_cpu(self) -> None:
         raw = per_cpu([[1, 2, 3], [10, 20, 30], [100, 0, 0]])
-        assert core.sum_per_cpu(raw, 3, 24) == [111, 22, 33]
+        assert coreobject.sum_per_cpu(raw, 3, 24) == [111, 22, 33]
 
     @pytest.mark.parametrize(
         ("raw", "ncpu", "size"),
@@ -67,59 +67,62 @@ class TestPerCpu:
     )
     def test_rejects_buffers_that_do_not_fit(self, raw: bytes, ncpu: int, size: int) -> None:
         with pytest.raises(RecorderError):
-            core.sum_per_cpu(raw, ncpu, size)
+            coreobject.sum_per_cpu(raw, ncpu, size)
 
     def test_huge_counts_do_not_wrap(self) -> None:
         top = (1 << 64) - 1
-        assert core.sum_per_cpu(per_cpu([[top], [top]]), 2, 8) == [2 * top]
+        assert coreobject.sum_per_cpu(per_cpu([[top], [top]]), 2, 8) == [2 * top]
 
     def test_full_counter_block_of_many_cpus(self) -> None:
         ncpu = 64
-        words = [[0] * core.COUNTERS_WORDS for _ in range(ncpu)]
+        words = [[0] * coreobject.COUNTERS_WORDS for _ in range(ncpu)]
         for cpu in range(ncpu):
             words[cpu][0] = 1  # read on every CPU
-            words[cpu][core.NR_SLOTS + 20] = 2  # i386 getpid
+            words[cpu][coreobject.NR_SLOTS + 20] = 2  # i386 getpid
             words[cpu][-1] = cpu  # lost
-        totals = core.sum_per_cpu(per_cpu(words), ncpu, core.COUNTERS_SIZE)
-        counts, lost = core.decode_counters(totals, KINDS)
+        totals = coreobject.sum_per_cpu(per_cpu(words), ncpu, coreobject.COUNTERS_SIZE)
+        counts, lost = coreobject.decode_counters(totals, KINDS)
         assert counts == {(archmod.X86_64, 0): ncpu, (archmod.I386, 20): 2 * ncpu}
         assert lost == sum(range(ncpu))
 
 
 class TestDecode:
     def test_kinds_keep_their_own_numbering(self) -> None:
-        totals = [0] * core.COUNTERS_WORDS
+        totals = [0] * coreobject.COUNTERS_WORDS
         totals[39] = 5  # x86_64 getpid
-        totals[core.NR_SLOTS + 39] = 6  # i386 39 is mkdir
-        totals[2 * core.NR_SLOTS + 39] = 7  # x32 getpid
-        counts, lost = core.decode_counters(totals, KINDS)
+        totals[coreobject.NR_SLOTS + 39] = 6  # i386 39 is mkdir
+        totals[2 * coreobject.NR_SLOTS + 39] = 7  # x32 getpid
+        counts, lost = coreobject.decode_counters(totals, KINDS)
         assert counts == {(archmod.X86_64, 39): 5, (archmod.I386, 39): 6, (archmod.X32, 39): 7}
         assert lost == 0
 
-    @pytest.mark.parametrize("length", [0, 1, core.COUNTERS_WORDS - 1, core.COUNTERS_WORDS + 1, 10**6])
+    @pytest.mark.parametrize(
+        "length", [0, 1, coreobject.COUNTERS_WORDS - 1, coreobject.COUNTERS_WORDS + 1, 10**6]
+    )
     def test_rejects_wrong_block_sizes(self, length: int) -> None:
         with pytest.raises(RecorderError, match="counter block"):
-            core.decode_counters([0] * length, KINDS)
+            coreobject.decode_counters([0] * length, KINDS)
 
     def test_extra_keeps_negative_and_huge_numbers(self) -> None:
-        key = core.EXTRA_KEY.pack((1 << 64) - 1, 0, 0)
-        assert core.decode_extra(key, 3, KINDS) == ((archmod.X86_64, -1), 3)
-        key = core.EXTRA_KEY.pack(5000, 2, 0)
-        assert core.decode_extra(key, 1, KINDS) == ((archmod.X32, 5000), 1)
+        key = coreobject.EXTRA_KEY.pack((1 << 64) - 1, 0, 0)
+        assert coreobject.decode_extra(key, 3, KINDS) == ((archmod.X86_64, -1), 3)
+        key = coreobject.EXTRA_KEY.pack(5000, 2, 0)
+        assert coreobject.decode_extra(key, 1, KINDS) == ((archmod.X32, 5000), 1)
 
     @pytest.mark.parametrize("kind", [3, 255, 0xFFFFFFFF])
     def test_extra_rejects_unknown_kinds(self, kind: int) -> None:
         with pytest.raises(RecorderError, match="unknown kind"):
-            core.decode_extra(core.EXTRA_KEY.pack(1, kind, 0), 1, KINDS)
+            coreobject.decode_extra(coreobject.EXTRA_KEY.pack(1, kind, 0), 1, KINDS)
 
     @pytest.mark.parametrize("key", [b"", b"\0" * 15, b"\0" * 17])
     def test_extra_rejects_malformed_keys(self, key: bytes) -> None:
         with pytest.raises(struct.error):
-            core.decode_extra(key, 1, KINDS)
+            coreobject.decode_extra(key, 1, KINDS)
 
     def test_merge_adds_and_skips_zero(self) -> None:
         into = {(archmod.X86_64, 1): 1}
-        core.merge_counts(into, [((archmod.X86_64, 1), 2), ((archmod.I386, 1), 0), ((archmod.X32, 9), 4)])
+        more = [((archmod.X86_64, 1), 2), ((archmod.I386, 1), 0), ((archmod.X32, 9), 4)]
+        coreobject.merge_counts(into, more)
         assert into == {(archmod.X86_64, 1): 3, (archmod.X32, 9): 4}
 
 
@@ -216,7 +219,7 @@ class TestShellStatus:
 def test_core_import_path_stays_lean() -> None:
     """The container-start hook imports the core backend; it must not drag in click, yaml or bcc."""
     code = (
-        "import sys, syscribe.recorder.core\n"
+        "import sys, syscribe.recorder.coreobject\n"
         "heavy = {'click', 'yaml', 'bcc', 'kubernetes', 'orjson', 'watchdog', 'hypothesis'}\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))\n"
     )

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from syscribe import annotations as keys
 from syscribe import bundle
 
 # A workload that does a little of everything a real one does: files, directories, a pipe, children.
@@ -37,10 +38,10 @@ OTHER = ("/bin/busybox", "ln", "-s", "/tmp", "/tmp/syscribe-demo-link")
 # (enricher/runtimestate.py reads them back), and the per-container recording key.
 POD = {"namespace": "shop", "pod": "web", "container": "app"}
 POD_ANNOTATIONS = {
-    "io.kubernetes.pod.name": POD["pod"],
-    "io.kubernetes.pod.namespace": POD["namespace"],
-    "io.kubernetes.pod.uid": "5b0c3a52-7d0e-4c1e-9c55-0d3f1f0e2a10",
-    "io.kubernetes.container.name": POD["container"],
+    keys.POD_NAME: POD["pod"],
+    keys.POD_NAMESPACE: POD["namespace"],
+    keys.POD_UID: "5b0c3a52-7d0e-4c1e-9c55-0d3f1f0e2a10",
+    keys.CONTAINER_NAME: POD["container"],
 }
 PODMAN = ("podman", "--cgroup-manager=cgroupfs")
 PODMAN_RUN = ("--rm", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
@@ -157,7 +158,7 @@ class Demo:
 
     def record_enforce_enrich(self, rootfs: Path, hooks_dir: Path, profiles: Path, log: Path) -> None:
         out = profiles / POD["namespace"] / f"{POD['pod']}-{POD['container']}.json"
-        key = f"io.containers.trace-syscall/{POD['container']}"
+        key = f"{keys.TRACE_SYSCALL}/{POD['container']}"
         self.step("6. Record a podman container through the hooks.d file (CRI-O's hooks library reads it)")
         self.say("   The container carries the annotations CRI-O would give container app of pod shop/web.")
         labels = {**POD_ANNOTATIONS, key: f"of:{out}"}

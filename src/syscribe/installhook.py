@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from syscribe import annotations as keys
 from syscribe import fsutil
 
 HOOKS_DIR = "/etc/containers/oci/hooks.d"
@@ -29,7 +30,7 @@ HOOKS_FILE = "syscribe-hook.json"
 CONFIG_FILE = "hook.json"
 CRIO_FILE = "10-syscribe.conf"
 MANIFEST = "install-hook.json"
-KEY = "io.containers.trace-syscall"
+KEY = keys.TRACE_SYSCALL
 # CRI-O's own hooks directories; another --hooks-dir is added to them.
 CRIO_HOOKS_DIRS = ("/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d")
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from syscribe import annotations as keys
 from syscribe.bundle import make_bundle
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -99,19 +100,19 @@ def crio_like_bundle(
     uid = pod_uid or str(uuid.uuid4())
     sandbox = secrets.token_hex(32)
     labels = {
-        "io.kubernetes.container.name": container,
-        "io.kubernetes.pod.name": pod,
-        "io.kubernetes.pod.namespace": namespace,
-        "io.kubernetes.pod.uid": uid,
+        keys.CONTAINER_NAME: container,
+        keys.POD_NAME: pod,
+        keys.POD_NAMESPACE: namespace,
+        keys.POD_UID: uid,
     }
     annotations = {
         **labels,
         "io.container.manager": "cri-o",
-        "io.kubernetes.cri-o.ContainerType": "container",
+        keys.CRIO_CONTAINER_TYPE: "container",
         "io.kubernetes.cri-o.ContainerID": cid,
-        "io.kubernetes.cri-o.SandboxID": sandbox,
+        keys.CRIO_SANDBOX_ID: sandbox,
         "io.kubernetes.cri-o.Name": f"k8s_{container}_{pod}_{namespace}_{uid}_0",
-        "io.kubernetes.cri-o.Labels": json.dumps(labels),
+        keys.CRIO_LABELS: json.dumps(labels),
         **(extra_annotations or {}),
     }
     return KubeBundle(cid, uid, pod, namespace, container, qos, sandbox, annotations)

@@ -10,13 +10,13 @@ import click
 from syscribe import profile as prof
 from syscribe import runtimes, syscalls
 from syscribe import seccompprofile as spo
-from syscribe.command import CommandError, CommandNotExecutableError, CommandNotFoundError
 from syscribe.commands.profiles import check_name, check_output, emit, fail, render, warn
 from syscribe.commands.run import EXIT_CANNOT_RUN, EXIT_NOT_FOUND, EXIT_OWN
 from syscribe.profile import ProfileError
 from syscribe.recorder.base import RecorderError
 from syscribe.recorder.names import NamedSyscalls, name_recording
 from syscribe.recorder.workload import record_command
+from syscribe.usercommand import CommandError, CommandNotExecutableError, CommandNotFoundError
 
 BACKENDS = ("auto", "core", "bcc")
 

@@ -13,14 +13,14 @@ from typing import NoReturn
 import click
 
 from syscribe import killedby, seccomp
-from syscribe.command import (
+from syscribe.commands.profiles import fail, load_or_fail, warn
+from syscribe.usercommand import (
     CommandError,
     CommandNotExecutableError,
     CommandNotFoundError,
     resolve_command,
     shell_status,
 )
-from syscribe.commands.profiles import fail, load_or_fail, warn
 
 # Like podman and env: 125 when syscribe itself fails, 126 when CMD cannot run, 127 when it is missing.
 EXIT_OWN = 125

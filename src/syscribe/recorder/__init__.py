@@ -1,7 +1,7 @@
 """Syscall recorders: an eBPF program that counts the syscalls of one namespace.
 
 `open_tracer` picks a backend; the backends' modules are imported only when chosen, so that the
-container-start hook, which imports `syscribe.recorder.core`, does not pay for bcc.
+container-start hook, which imports `syscribe.recorder.coreobject`, does not pay for bcc.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ BACKENDS = ("auto", "core", "bcc")
 
 
 def _core() -> Tracer:
-    from syscribe.recorder.core import CoreTracer, check_kernel
+    from syscribe.recorder.coreobject import CoreTracer, check_kernel
 
     check_kernel()
     return CoreTracer()

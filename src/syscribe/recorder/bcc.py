@@ -21,7 +21,7 @@ from typing import Any
 
 from syscribe import arch as archmod
 from syscribe.arch import Arch
-from syscribe.recorder import core, libbpf
+from syscribe.recorder import coreobject, libbpf
 from syscribe.recorder.base import RecorderError, Recording, Target
 
 NO_OFFSET = -1
@@ -170,7 +170,7 @@ class BccTracer:
 
     def __init__(self, native: Arch | None = None, btf_path: Path | None = libbpf.VMLINUX_BTF) -> None:
         self._native = native or archmod.from_machine(os.uname().machine)
-        self._kinds = core.kinds_for(self._native)
+        self._kinds = coreobject.kinds_for(self._native)
         self._btf_path = btf_path
         self._bpf: Any = None
         self._attach_seconds = 0.0
@@ -208,18 +208,18 @@ class BccTracer:
 
         lib = libbcc.lib
         counts_fd = self._bpf[b"counts"].map_fd
-        raw = _lookup(lib, counts_fd, struct.pack("=I", 0), self._ncpu * core.COUNTERS_SIZE)
+        raw = _lookup(lib, counts_fd, struct.pack("=I", 0), self._ncpu * coreobject.COUNTERS_SIZE)
         if raw is None:
             raise RecorderError("the eBPF counter map has no element 0")
-        counts, lost = core.decode_counters(
-            core.sum_per_cpu(raw, self._ncpu, core.COUNTERS_SIZE), self._kinds
+        counts, lost = coreobject.decode_counters(
+            coreobject.sum_per_cpu(raw, self._ncpu, coreobject.COUNTERS_SIZE), self._kinds
         )
         extra_fd = self._bpf[b"extra"].map_fd
-        for key in _keys(lib, extra_fd, core.EXTRA_KEY.size):
+        for key in _keys(lib, extra_fd, coreobject.EXTRA_KEY.size):
             value = _lookup(lib, extra_fd, key, self._ncpu * 8)
             if value is not None:
-                total = core.sum_per_cpu(value, self._ncpu, 8)[0]
-                core.merge_counts(counts, [core.decode_extra(key, total, self._kinds)])
+                total = coreobject.sum_per_cpu(value, self._ncpu, 8)[0]
+                coreobject.merge_counts(counts, [coreobject.decode_extra(key, total, self._kinds)])
         rec = Recording(backend=self.name, attach_seconds=self._attach_seconds)
         rec.counts = defaultdict(int, counts)
         rec.warnings.extend(self._warnings)

@@ -23,14 +23,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from syscribe.command import (
+from syscribe.recorder.base import RecorderError, Recording, Target, Tracer
+from syscribe.usercommand import (
     CommandError,
     CommandNotExecutableError,
     CommandNotFoundError,
     resolve_command,
     shell_status,
 )
-from syscribe.recorder.base import RecorderError, Recording, Target, Tracer
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWPID = 0x20000000

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from syscribe.hooks.outcome import NothingRecordedError, Tally, build, metadata, tally
+from syscribe.hooks.result import NothingRecordedError, Tally, build, metadata, tally
 
 from syscribe import arch as archmod
 from syscribe import profile as prof

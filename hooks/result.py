@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from syscribe import annotations as keys
 from syscribe import profile as prof
 from syscribe.arch import Arch
 
@@ -141,10 +142,10 @@ def metadata(
     return {
         "syscribeVersion": version,
         "containerID": container_id,
-        "container": annotations.get("io.kubernetes.container.name"),
-        "pod": annotations.get("io.kubernetes.pod.name"),
-        "namespace": annotations.get("io.kubernetes.pod.namespace"),
-        "podUID": annotations.get("io.kubernetes.pod.uid"),
+        "container": annotations.get(keys.CONTAINER_NAME),
+        "pod": annotations.get(keys.POD_NAME),
+        "namespace": annotations.get(keys.POD_NAMESPACE),
+        "podUID": annotations.get(keys.POD_UID),
         "annotation": key,
         "runtime": runtime,
         "backend": backend,
