@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import stat
+
 # `typing` costs the hook's start; mypy treats any TYPE_CHECKING as true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only

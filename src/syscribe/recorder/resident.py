@@ -26,7 +26,7 @@ from syscribe import arch as archmod
 from syscribe.arch import Arch
 from syscribe.recorder import libbpf
 from syscribe.recorder.base import RecorderError, Recording
-from syscribe.recorder.core import COMPAT_X86, compat_mode_for, kinds_for
+from syscribe.recorder.coreobject import COMPAT_X86, compat_mode_for, kinds_for
 
 OBJECT_RESOURCE = "resident.bpf.o"
 OBJECT_NAME = "syscres"
@@ -200,7 +200,7 @@ class ResidentProgram:
     # -- life ---------------------------------------------------------------------------------
     def open(self) -> None:
         """Pick up the pinned program and maps, or load, attach and pin them."""
-        from syscribe.recorder.core import check_kernel
+        from syscribe.recorder.coreobject import check_kernel
 
         check_kernel()
         ensure_bpffs(self.pin_dir)

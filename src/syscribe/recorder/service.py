@@ -34,7 +34,7 @@ from syscribe import profile as prof
 from syscribe import syscalls
 from syscribe.fsutil import FsError, write_atomic
 from syscribe.hooks import handover
-from syscribe.hooks import outcome as outcomes
+from syscribe.hooks import result as outcomes
 from syscribe.hooks.annotation import AnnotationError, request_for
 from syscribe.hooks.config import HookConfig
 from syscribe.hooks.log import HookLog
