@@ -26,10 +26,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from syscribe.bundle import make_bundle, make_busybox_rootfs
 from syscribe.enricher.containers import ContainerResolver
 from syscribe.enricher.proctrack import ProcessTracker, TrackerStats
-
-from syscribe.bundle import make_bundle, make_busybox_rootfs
 
 STORM = "i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done"
 

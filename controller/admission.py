@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from syscribe import annotations as keys
 from syscribe.controller import dumppath
 from syscribe.controller.recording import (
     LABEL_RECORDING,
@@ -24,8 +26,6 @@ from syscribe.controller.recording import (
     is_label_value,
     selecting,
 )
-
-from syscribe import annotations as keys
 
 TRACE_KEY = keys.TRACE_SYSCALL
 REVIEW_API_VERSION = "admission.k8s.io/v1"

@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from syscribe import fsutil
 from syscribe.controller import dumppath, dumps, profiles
 from syscribe.controller.dumppath import DumpPath, DumpPathError
 from syscribe.controller.recording import (
@@ -49,8 +51,6 @@ from syscribe.controller.recording import (
     profile_name,
 )
 from syscribe.controller.webhook import RecordingCache, watch_recordings
-
-from syscribe import fsutil
 from syscribe.kube import Backoff, ListWatch, Report, host_of, is_retryable, one_line, status_of
 from syscribe.profile import ProfileError
 from syscribe.seccompprofile import GROUP as SPO_GROUP

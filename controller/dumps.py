@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from syscribe.controller.dumppath import DumpPath
 
 from syscribe import profile as prof
+from syscribe.controller.dumppath import DumpPath
 from syscribe.profile import Profile, ProfileError
 
 MAX_PROFILE_BYTES = 4 * 1024 * 1024  # a profile names a few hundred syscalls: kilobytes

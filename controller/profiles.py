@@ -13,6 +13,8 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from syscribe import profile as prof
+from syscribe import seccompprofile as spo
 from syscribe.controller.recording import (
     LABEL_CONTAINER,
     LABEL_MANAGED_BY,
@@ -22,9 +24,6 @@ from syscribe.controller.recording import (
     Recording,
     is_label_value,
 )
-
-from syscribe import profile as prof
-from syscribe import seccompprofile as spo
 from syscribe.profile import Profile, ProfileError
 
 PLURAL = "seccompprofiles"

@@ -26,7 +26,6 @@ from typing import Any
 
 from syscribe.controller import admission
 from syscribe.controller.recording import GROUP, PLURAL, VERSION, Recording, RecordingError, parse_recording
-
 from syscribe.kube import ListWatch, Report, host_of
 
 MAX_BODY = 8 * 1024 * 1024  # a pod with hundreds of containers is well under a megabyte

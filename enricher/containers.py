@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from syscribe import fsutil
 from syscribe.enricher import runtimestate
 from syscribe.enricher.cgroup import (
     CONTAINER_ID,
@@ -38,8 +39,6 @@ from syscribe.enricher.cgroup import (
     parse_proc_cgroup,
 )
 from syscribe.enricher.gonepids import GonePids
-
-from syscribe import fsutil
 
 if TYPE_CHECKING:
     from syscribe.enricher.kube import PodLabelSource

@@ -44,11 +44,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import NamedTuple
 
-from syscribe.enricher import auditparse
-from syscribe.enricher.auditparse import COMPANION, END, MAIN, MAX_VALUE, Record, RecordType
-
 from syscribe import arch as archmod
 from syscribe.arch import Arch
+from syscribe.enricher import auditparse
+from syscribe.enricher.auditparse import COMPANION, END, MAIN, MAX_VALUE, Record, RecordType
 from syscribe.syscalls import name_of
 
 Namer = Callable[[Arch, int], "str | None"]

@@ -19,6 +19,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server, write_to_textfile
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
+
 from syscribe.enricher.problems import PROBLEMS
 
 EVENT_LABELS = ("node", "type", "namespace", "pod", "container", "syscall", "action")

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
 from syscribe.enricher.checkpoint import TAIL_BYTES, OutputMark, line_tail_before, tail_hash
 from syscribe.enricher.containers import ContainerInfo
 from syscribe.enricher.events import AuditEvent

@@ -27,7 +27,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: the modules are imported where they are needed
     from syscribe.hooks.config import HookConfig
     from syscribe.hooks.log import HookLog
-
     from syscribe.recorder.base import Target
 
 # The runtime writes the state and closes stdin at once; this only bounds a broken caller.
@@ -204,14 +203,13 @@ def _hand_over(
 
 def _trace(state: State, request: Request, config: HookConfig, log: HookLog, started: float) -> int:
     """No resident recorder: a detached per-container tracer."""
+    from syscribe import profile as prof
+    from syscribe import syscalls
+    from syscribe.fsutil import FsError
     from syscribe.hooks import spawn
     from syscribe.hooks.output import check_target, open_dir, read_input
     from syscribe.hooks.paths import PathError, place
     from syscribe.hooks.tracer import Job, close_quietly, trace
-
-    from syscribe import profile as prof
-    from syscribe import syscalls
-    from syscribe.fsutil import FsError
 
     cid = state.id
     fds: list[int] = []

@@ -32,10 +32,9 @@ import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
 
-from syscribe.hooks.paths import Placement
-
 from syscribe import fsutil
 from syscribe.fsutil import FsError
+from syscribe.hooks.paths import Placement
 
 # An `if:` profile is read and parsed before the container starts, within timeoutSeconds: 1 MiB
 # parses in about 80 ms here (docs/hook.md), where 55 MB held a start 11 s at 664 MB. Real

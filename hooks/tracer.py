@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import FrameType
 
+from syscribe import __version__
+from syscribe.arch import Arch
 from syscribe.hooks import result as outcomes
 from syscribe.hooks.annotation import Request
 from syscribe.hooks.config import HookConfig
@@ -26,9 +28,6 @@ from syscribe.hooks.output import write_outputs
 from syscribe.hooks.paths import Placement
 from syscribe.hooks.spawn import Channel
 from syscribe.hooks.state import State
-
-from syscribe import __version__
-from syscribe.arch import Arch
 from syscribe.profile import Profile, ProfileError, dumps
 from syscribe.recorder.base import RecorderError, Recording, Target, Tracer
 from syscribe.recorder.coreobject import CoreTracer

@@ -15,11 +15,11 @@ from typing import Any
 
 import orjson
 import pytest
-from syscribe.controller import dumppath
-from syscribe.controller.recording import GROUP, PLURAL, VERSION
 
 from syscribe import profile as prof
 from syscribe.arch import X86_64
+from syscribe.controller import dumppath
+from syscribe.controller.recording import GROUP, PLURAL, VERSION
 from tests.support.controller import (
     AgentProcess,
     Certificates,

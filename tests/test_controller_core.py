@@ -13,6 +13,9 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
+from syscribe import profile as prof
+from syscribe.arch import X86_64
 from syscribe.controller import admission, dumppath, dumps, profiles
 from syscribe.controller.recording import (
     LABEL_RECORDING,
@@ -24,9 +27,6 @@ from syscribe.controller.recording import (
     profile_name,
     selecting,
 )
-
-from syscribe import profile as prof
-from syscribe.arch import X86_64
 
 ROOT = "/var/lib/syscribe/profiles"
 

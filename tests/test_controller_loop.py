@@ -18,9 +18,9 @@ from typing import Any
 
 import orjson
 import pytest
-from syscribe.controller.recording import GROUP, PLURAL, VERSION
 
 from syscribe import profile as prof
+from syscribe.controller.recording import GROUP, PLURAL, VERSION
 from tests.support.controller import AgentProcess, control_plane, running, wait_for, wait_pods_recorded
 from tests.support.prereq import require
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from syscribe.enricher import checkpoint as cpmod
 
+from syscribe.enricher import checkpoint as cpmod
 from tests.support.prereq import require
 
 SYSCRIBE = str(Path(sys.executable).parent / "syscribe")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from syscribe.enricher import checkpoint as cpmod
 
+from syscribe.enricher import checkpoint as cpmod
 from tests.support import unprivileged
 from tests.support.prereq import require
 

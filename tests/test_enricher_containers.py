@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+
 from syscribe.enricher.containers import (
     MAX_JSON,
     ContainerInfo,

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from syscribe.enricher.containers import ContainerInfo, ContainerResolver, Lookup
 
+from syscribe.enricher.containers import ContainerInfo, ContainerResolver, Lookup
 from tests.support import kubebundle
 from tests.support.kubebundle import KubeBundle, crio_like_bundle, run_detached
 from tests.support.prereq import require

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from syscribe.enricher import auditparse
 from syscribe.enricher.events import AuditEvent, EventAssembler
-
 from tests.support.prereq import require
 
 CORPUS = Path(__file__).parent / "data" / "audit-samples.txt"

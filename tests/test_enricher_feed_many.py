@@ -15,10 +15,10 @@ from collections.abc import Callable
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from syscribe.enricher import auditparse
-from syscribe.enricher.events import AuditEvent, EventAssembler
 
 from syscribe.arch import Arch
+from syscribe.enricher import auditparse
+from syscribe.enricher.events import AuditEvent, EventAssembler
 from tests.support.reference_assembler import ReferenceAssembler
 
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from syscribe.enricher import containers
 from syscribe.enricher.containers import PID_MAX, ContainerResolver, Lookup
 from syscribe.enricher.gonepids import GonePids

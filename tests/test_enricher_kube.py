@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
 from syscribe.enricher.kube import (
     KubeConfigError,
     KubePodSource,
@@ -24,7 +25,6 @@ from syscribe.enricher.kube import (
     mirror_of,
     pod_meta,
 )
-
 from tests.support.enricherkube import EnricherCluster
 from tests.support.kubeapi import KubeAPI
 

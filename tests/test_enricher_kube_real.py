@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from syscribe.enricher.containers import ContainerInfo, ContainerResolver, Lookup
 from syscribe.enricher.kube import KubePodSource
-
 from tests.support import kubebundle
 from tests.support.enricherkube import EnricherCluster
 from tests.support.kubeapi import KubeAPI

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from syscribe.enricher import nlmsg
 from syscribe.enricher.proctrack import parse
 from syscribe.enricher.sources import parse_netlink_messages

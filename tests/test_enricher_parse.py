@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from syscribe.enricher import auditparse
-from syscribe.enricher.auditparse import envelope, parse_fields, parse_line, parse_netlink, seccomp_action
-from syscribe.enricher.events import AuditEvent, EventAssembler, build_event
 
 from syscribe import arch as archmod
 from syscribe.arch import Arch
+from syscribe.enricher import auditparse
+from syscribe.enricher.auditparse import envelope, parse_fields, parse_line, parse_netlink, seccomp_action
+from syscribe.enricher.events import AuditEvent, EventAssembler, build_event
 
 # A SECCOMP record as this machine's kernel writes it (read from the audit netlink group, 6.18).
 BODY = (

@@ -12,10 +12,10 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from syscribe.enricher import auditparse, output
-from syscribe.enricher.events import MAX_TYPE_KEYS, AuditEvent, EventAssembler
 
 from syscribe.arch import Arch
+from syscribe.enricher import auditparse, output
+from syscribe.enricher.events import MAX_TYPE_KEYS, AuditEvent, EventAssembler
 
 MB = 1024 * 1024
 HEADER = b"type=SECCOMP msg=audit(1700000000.123:42): "

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from syscribe.enricher.events import AuditEvent, EventAssembler
 
+from syscribe.enricher.events import AuditEvent, EventAssembler
 from tests.support.prereq import require
 
 pytestmark = pytest.mark.real

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
+
 from syscribe.enricher import checkpoint as cpmod
 from syscribe.enricher.containers import ContainerResolver
 from syscribe.enricher.events import EventAssembler
@@ -24,7 +25,6 @@ from syscribe.enricher.metrics import Metrics
 from syscribe.enricher.output import APPARMOR_KEYS, COMMON_KEYS, SELINUX_KEYS, Filter, OutputWriter
 from syscribe.enricher.pipeline import Pipeline, Settings, Stats, restore
 from syscribe.enricher.sources import FileSource
-
 from tests.support.prereq import require
 from tests.support.tmpfs import small_tmpfs
 

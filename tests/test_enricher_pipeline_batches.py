@@ -8,6 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+
 from syscribe.enricher import pipeline
 from syscribe.enricher.containers import ContainerInfo, Lookup
 from syscribe.enricher.events import EventAssembler

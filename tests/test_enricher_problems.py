@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
+
 from syscribe.enricher.containers import Lookup
 from syscribe.enricher.events import EventAssembler
 from syscribe.enricher.metrics import Metrics

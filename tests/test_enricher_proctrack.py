@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from syscribe.enricher.cgroup import may_name_container, parse_proc_cgroup
 from syscribe.enricher.containers import MAX_AGE, START_SLACK, ContainerInfo, ContainerResolver, Lookup
 from syscribe.enricher.proctrack import (

@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 import pytest
+
 from syscribe.enricher.containers import ContainerResolver
 from syscribe.enricher.proctrack import (
     CN_IDX_PROC,
@@ -33,7 +34,6 @@ from syscribe.enricher.proctrack import (
     NETLINK_CONNECTOR,
     ProcessTracker,
 )
-
 from tests.support import kubebundle, unprivileged
 from tests.support.kubebundle import crio_like_bundle, run_detached
 from tests.support.prereq import require

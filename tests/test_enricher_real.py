@@ -25,9 +25,9 @@ from typing import Any
 
 import orjson
 import pytest
+
 from syscribe.enricher import sources
 from syscribe.enricher.sources import choose
-
 from tests.support import kubebundle
 from tests.support.auditd import (
     no_audit_daemon,

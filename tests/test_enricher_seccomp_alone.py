@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from syscribe.enricher import output
-from syscribe.enricher.events import AuditEvent, EventAssembler
 
 from syscribe.arch import Arch
+from syscribe.enricher import output
+from syscribe.enricher.events import AuditEvent, EventAssembler
 
 
 def namer(arch: Arch, number: int) -> str | None:

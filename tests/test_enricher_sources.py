@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from syscribe.enricher import checkpoint as cpmod
 from syscribe.enricher.checkpoint import Checkpoint, CheckpointError, FileMark, KmsgMark, OutputMark
 from syscribe.enricher.follow import FileFollower, FollowError

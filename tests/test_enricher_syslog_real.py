@@ -21,9 +21,9 @@ from typing import Any
 
 import orjson
 import pytest
+
 from syscribe.enricher import sources
 from syscribe.enricher.sources import SourceError, choose
-
 from tests.support.auditd import no_audit_daemon, printk_ratelimit, private_rsyslogd
 from tests.support.prereq import require
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from syscribe.hooks.annotation import (
     CONTAINER_NAME_KEY,
     CONTAINER_TYPE_KEY,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
+
 from syscribe.hooks.cgroup import Hierarchy, mount_points, parse_proc_cgroup, plan
 
 # This machine's layout: v1 controllers, a named v1 hierarchy and the v2 one (hybrid).

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from syscribe.hooks.config import (
     DEFAULT_LOG,
     DEFAULT_OUTPUT_ROOT,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from syscribe.hooks.annotation import KEY
 from syscribe.hooks.config import _KEYS as CONFIG_KEYS
 from syscribe.hooks.config import DEFAULT_PATH, parse_config

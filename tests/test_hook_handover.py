@@ -9,6 +9,7 @@ import socket
 from pathlib import Path
 
 import pytest
+
 from syscribe.hooks import handover
 from syscribe.hooks.annotation import KEY
 from syscribe.hooks.config import DEFAULT_RECORDER_SOCKET, ConfigError, parse_config

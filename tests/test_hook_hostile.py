@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from syscribe.hooks.annotation import CONTAINER_NAME_KEY, CONTAINER_TYPE_KEY, KEY
 from syscribe.hooks.state import MAX_STATE_BYTES
-
 from tests.support.prereq import require
 from tests.test_hook_real import HookEnv, new_env
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from syscribe.hooks.log import MAX_LINE, HookLog, printable, record
 
 

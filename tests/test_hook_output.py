@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from syscribe.hooks.output import (
     DIGEST_KEY,
     LEGACY_TEMP_AGE,
@@ -27,7 +28,6 @@ from syscribe.hooks.output import (
     write_outputs,
 )
 from syscribe.hooks.paths import place
-
 from tests.support.tmpfs import small_tmpfs
 
 # One writer process: writes `count` dumps of its own to the same of:, as containers recorded by the

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from syscribe.hooks.annotation import AnnotationError, parse
 from syscribe.hooks.output import OutputError, check_target, open_dir, read_input, write_outputs
 from syscribe.hooks.paths import PathError, Placement, meta_name_for, place, under

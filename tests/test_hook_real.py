@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from syscribe.hooks.annotation import KEY
 
 from syscribe.bundle import make_bundle, run_container
+from syscribe.hooks.annotation import KEY
 from tests.support.prereq import require
 
 pytestmark = pytest.mark.real

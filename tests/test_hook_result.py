@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from syscribe.hooks.result import NothingRecordedError, Tally, build, metadata, tally
 
 from syscribe import arch as archmod
 from syscribe import profile as prof
 from syscribe.arch import Arch
+from syscribe.hooks.result import NothingRecordedError, Tally, build, metadata, tally
 from syscribe.syscalls import name_of
 
 X86_64, I386 = archmod.X86_64, archmod.I386

@@ -8,6 +8,7 @@ import json
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from syscribe.hooks.state import MAX_STATE_BYTES, StateError, parse_state
 
 # Captured from this machine's runtimes at prestart (a hook that saved its stdin).

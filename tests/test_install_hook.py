@@ -13,10 +13,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from syscribe.hooks.annotation import KEY
-from syscribe.hooks.config import parse_config
 
 from syscribe import installhook as ih
+from syscribe.hooks.annotation import KEY
+from syscribe.hooks.config import parse_config
 from tests.support.prereq import require
 
 ROOT = Path(__file__).resolve().parent.parent

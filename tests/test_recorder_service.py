@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from syscribe.hooks import handover
-from syscribe.hooks.annotation import KEY
 
 from syscribe.bundle import make_bundle
+from syscribe.hooks import handover
+from syscribe.hooks.annotation import KEY
 from syscribe.recorder.resident import ResidentProgram
 from tests.support.prereq import require
 from tests.test_hook_real import (
@@ -429,7 +429,6 @@ def test_the_service_runs_in_a_thread_of_its_host(env: HookEnv, busybox_rootfs: 
     """What the node agent does: RecorderService.start() serves from a thread, stop() writes and ends."""
     require("root", "ebpf", "libseccomp", "runc", "busybox")
     from syscribe.hooks.config import load_config
-
     from syscribe.recorder.service import RecorderService
 
     pin_dir = f"/sys/fs/bpf/syscribe-test-{uuid.uuid4().hex[:10]}"

@@ -15,11 +15,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from syscribe.enricher.events import AuditEvent, EventAssembler
-from syscribe.enricher.sources import NetlinkSource
 
 from syscribe import bundle, runtimes, syscalls
 from syscribe.arch import subarches
+from syscribe.enricher.events import AuditEvent, EventAssembler
+from syscribe.enricher.sources import NetlinkSource
 from tests.support.prereq import require
 
 RUNS = 10

@@ -337,6 +337,7 @@ def control_plane(kube: Any, base: Path, root: str) -> Iterator[dict[str, Any]]:
 
 def recording_status(api: Any, namespace: str, name: str) -> dict[str, Any]:
     from kubernetes import client
+
     from syscribe.controller.recording import GROUP, PLURAL, VERSION
 
     obj = client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
