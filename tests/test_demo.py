@@ -37,8 +37,14 @@ def test_demo_records_enforces_and_denies(tmp_path: Path, runtime: str) -> None:
     assert meta["profileSHA256"] == hashlib.sha256(profile.read_bytes()).hexdigest()
     assert (meta["pod"], meta["namespace"], meta["container"]) == ("web", "shop", "app")
     assert not (tmp_path / "hooks.d").exists()
-    denial = next(json.loads(line) for line in (tmp_path / "denials.json").read_text().splitlines()
-                  if json.loads(line)["syscallName"] in ("symlink", "symlinkat"))
+    denials = [json.loads(line) for line in (tmp_path / "denials.json").read_text().splitlines()
+               if json.loads(line)["syscallName"] in ("symlink", "symlinkat")]
+    # The denied process is gone within a millisecond; on a loaded machine its first record may reach
+    # the enricher too late to be placed (the demo then denies it again). What the demo promises: a
+    # denial named with its pod, and never one named wrongly.
+    named = [d for d in denials if d["pod"] is not None]
+    assert named and all(d["pod"] == "web" for d in named), denials
+    denial = named[0]
     assert (denial["namespace"], denial["pod"], denial["container"]) == ("shop", "web", "app")
     assert (denial["action"], denial["runtime"]) == ("errno", "podman")
     assert "pod web in namespace shop, container app, was denied syscall symlink" in result.stdout
