@@ -200,12 +200,21 @@ def kubeconfig_for(kube: Any, service_account: str, path: Path) -> Path:
     return kube.kubeconfig_for_token(kube.token_for(NAMESPACE, service_account), path)  # type: ignore[no-any-return]
 
 
+def _die_with_parent(argv: list[str]) -> list[str]:
+    """`argv` under setpriv, which has the kernel kill it when the test process dies however it dies
+    (a test run cut short must not leave a webhook or an agent behind)."""
+    import shutil
+
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", *argv] if setpriv else argv
+
+
 class _Process:
     def __init__(self, args: list[str], log: Path) -> None:
         self.log = log
         self._out = log.open("wb")
         self.proc = subprocess.Popen(
-            args,
+            _die_with_parent(args),
             stdout=self._out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
