@@ -32,7 +32,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from syscribe import profile as prof  # noqa: E402
+from syscribe import ociprofile as prof  # noqa: E402
 from syscribe.arch import X86_64  # noqa: E402
 from syscribe.controller import dumppath  # noqa: E402
 from syscribe.controller.recording import GROUP, PLURAL, VERSION  # noqa: E402

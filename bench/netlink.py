@@ -39,9 +39,9 @@ STORM = "i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done"
 # A child that logs `n` getppid calls through a seccomp filter (SCMP_ACT_LOG) once told to go.
 AUDIT_STORM = """
 import os, sys
-from syscribe import profile, seccomp
+from syscribe import ociprofile, seccomp
 n = int(sys.argv[1])
-seccomp.build(profile.parse({
+seccomp.build(ociprofile.parse({
     "defaultAction": "SCMP_ACT_ALLOW",
     "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_LOG"}],
 })).load()

@@ -242,7 +242,7 @@ def scale(bench: Bench, levels: list[int]) -> None:
 
 
 def fifty(bench: Bench, count: int) -> None:
-    from syscribe import profile as prof
+    from syscribe import ociprofile as prof
 
     # The rootfs is shared and kept between runs: every path a workload creates is new.
     def workload(i: int, phase: str) -> list[str]:

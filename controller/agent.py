@@ -52,7 +52,7 @@ from syscribe.controller.recording import (
 )
 from syscribe.controller.webhook import RecordingCache, watch_recordings
 from syscribe.kube import Backoff, ListWatch, Report, host_of, is_retryable, one_line, status_of
-from syscribe.profile import ProfileError
+from syscribe.ociprofile import ProfileError
 from syscribe.seccompprofile import GROUP as SPO_GROUP
 
 MAX_STATUS_PODS = 1000
@@ -604,7 +604,7 @@ class Agent:
                     target.unlink()
                 self._installed.discard(name)
             else:
-                from syscribe.profile import dumps as profile_dumps
+                from syscribe.ociprofile import dumps as profile_dumps
 
                 try:
                     fsutil.write_atomic(target, profile_dumps(oci))

@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
-from syscribe import profile as prof
+from syscribe import ociprofile as prof
 from syscribe.controller.dumppath import DumpPath
-from syscribe.profile import Profile, ProfileError
+from syscribe.ociprofile import Profile, ProfileError
 
 MAX_PROFILE_BYTES = 4 * 1024 * 1024  # a profile names a few hundred syscalls: kilobytes
 MAX_META_BYTES = 4 * 1024 * 1024

@@ -13,7 +13,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from syscribe import profile as prof
+from syscribe import profilemerge
 from syscribe import seccompprofile as spo
 from syscribe.controller.recording import (
     LABEL_CONTAINER,
@@ -24,7 +24,7 @@ from syscribe.controller.recording import (
     Recording,
     is_label_value,
 )
-from syscribe.profile import Profile, ProfileError
+from syscribe.ociprofile import Profile, ProfileError
 
 PLURAL = "seccompprofiles"
 VERSION = "v1"
@@ -75,9 +75,9 @@ def merge_into(existing: Mapping[str, Any], recorded: Profile, recording: Record
             f"SeccompProfile {existing.get('metadata', {}).get('name')!r} was made by {made_by}"
         )
     current = spo.from_resource(_without_status(existing))
-    if prof.coverage(current, [recorded]).ok:
+    if profilemerge.coverage(current, [recorded]).ok:
         return None
-    merged = prof.union([current, recorded])
+    merged = profilemerge.union([current, recorded])
     spec = spo.to_resource(merged.profile, existing["metadata"]["name"])["spec"]
     updated = copy.deepcopy(dict(existing))
     for key in ("disabled", "baseProfileName"):

@@ -203,7 +203,7 @@ def _hand_over(
 
 def _trace(state: State, request: Request, config: HookConfig, log: HookLog, started: float) -> int:
     """No resident recorder: a detached per-container tracer."""
-    from syscribe import profile as prof
+    from syscribe import ociprofile as prof
     from syscribe import syscalls
     from syscribe.fsutil import FsError
     from syscribe.hooks import spawn

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from syscribe import annotations as keys
-from syscribe import profile as prof
+from syscribe import ociprofile as prof
+from syscribe import profilemerge
 from syscribe.arch import Arch
 
 ANCHOR_NAME = "prctl"
@@ -107,7 +108,7 @@ def build(
     recorded = prof.from_names(names | set(added), native)
     if base is None:
         return Outcome(recorded, tuple(dict.fromkeys(warnings)), excluded, added)
-    merged = prof.merge_input(base, recorded)
+    merged = profilemerge.merge_input(base, recorded)
     return Outcome(merged.profile, tuple(dict.fromkeys([*warnings, *merged.warnings])), excluded, added)
 
 

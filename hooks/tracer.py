@@ -28,7 +28,7 @@ from syscribe.hooks.output import write_outputs
 from syscribe.hooks.paths import Placement
 from syscribe.hooks.spawn import Channel
 from syscribe.hooks.state import State
-from syscribe.profile import Profile, ProfileError, dumps
+from syscribe.ociprofile import Profile, ProfileError, dumps
 from syscribe.recorder.base import RecorderError, Recording, Target, Tracer
 from syscribe.recorder.coreobject import CoreTracer
 

@@ -14,7 +14,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from syscribe import arch
-from syscribe import profile as prof
+from syscribe import ociprofile as prof
 from syscribe import seccompprofile as spo
 from syscribe.cli import main
 from tests.support.prereq import require

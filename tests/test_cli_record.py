@@ -14,8 +14,8 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from syscribe import bundle
-from syscribe import profile as prof
+from syscribe import bundle, profilemerge
+from syscribe import ociprofile as prof
 from syscribe.cli import main
 from tests.support.prereq import require
 
@@ -69,7 +69,7 @@ def test_record_then_enforce(tmp_path: Path) -> None:
     assert not (tmp_path / "l").is_symlink()
     # The recording has no write(), so ln cannot say why; with write allowed it says EPERM.
     with_write = tmp_path / "w.json"
-    with_write.write_text(prof.dumps(prof.add_allowed(prof.loads(profile.read_text()), ["write"])))
+    with_write.write_text(prof.dumps(profilemerge.add_allowed(prof.loads(profile.read_text()), ["write"])))
     other = syscribe(
         "run", "--profile", str(with_write), "--", "busybox", "ln", "-s", "a", str(tmp_path / "l")
     )
@@ -82,7 +82,7 @@ def test_a_recorded_profile_in_a_runc_container(tmp_path: Path, busybox_rootfs: 
     profile = tmp_path / "p.json"
     recorded = syscribe("record", "-o", str(profile), "--", "busybox", "mkdir", str(tmp_path / "d"))
     assert recorded.returncode == 0, recorded.stderr
-    enforced = prof.to_dict(prof.for_runtime(prof.loads(profile.read_text()), "runc"))
+    enforced = prof.to_dict(profilemerge.for_runtime(prof.loads(profile.read_text()), "runc"))
     made, link = f"/tmp/made-{uuid.uuid4().hex[:8]}", f"/tmp/link-{uuid.uuid4().hex[:8]}"
     try:
         for args, status in (

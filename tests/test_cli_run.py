@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from syscribe import arch
-from syscribe import profile as prof
+from syscribe import ociprofile as prof
 from syscribe.cli import main
 from tests.support import unprivileged
 from tests.support.prereq import require

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from syscribe import profile as prof
+from syscribe import ociprofile as prof
 from syscribe.arch import X86_64
 from syscribe.controller import dumppath
 from syscribe.controller.recording import GROUP, PLURAL, VERSION

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syscribe import profile as prof
+from syscribe import ociprofile as prof
 from syscribe.arch import X86_64
 from syscribe.controller import admission, dumppath, dumps, profiles
 from syscribe.controller.recording import (

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import pytest
 
-from syscribe import profile as prof
+from syscribe import ociprofile as prof
 from syscribe.controller.recording import GROUP, PLURAL, VERSION
 from tests.support.controller import AgentProcess, control_plane, running, wait_for, wait_pods_recorded
 from tests.support.prereq import require

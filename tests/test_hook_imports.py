@@ -32,7 +32,8 @@ def heavy(modules: set[str]) -> list[str]:
 def test_entry_point_imports_nothing_heavy() -> None:
     loaded = modules_after("import syscribe.hooks.main")
     assert heavy(loaded) == []
-    assert not {"ctypes", "syscribe.recorder", "syscribe.profile", "syscribe.hooks.tracer"} & loaded
+    assert not {"ctypes", "syscribe.recorder", "syscribe.ociprofile", "syscribe.profilemerge",
+                "syscribe.hooks.tracer"} & loaded
 
 
 def test_a_container_without_the_annotation_loads_only_the_decision() -> None:
@@ -40,8 +41,9 @@ def test_a_container_without_the_annotation_loads_only_the_decision() -> None:
            "assert rc == 0, rc"
     loaded = modules_after(code, NO_ANNOTATION)
     assert heavy(loaded) == []
-    assert not {"ctypes", "syscribe.recorder", "syscribe.profile", "syscribe.fsutil", "syscribe.syscalls",
-                "syscribe.hooks.spawn", "syscribe.hooks.tracer", "subprocess"} & loaded
+    assert not {"ctypes", "syscribe.recorder", "syscribe.ociprofile", "syscribe.profilemerge",
+                "syscribe.fsutil", "syscribe.syscalls", "syscribe.hooks.spawn", "syscribe.hooks.tracer",
+                "subprocess"} & loaded
 
 
 def test_the_tracer_path_imports_nothing_heavy() -> None:

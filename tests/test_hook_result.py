@@ -7,7 +7,7 @@ import json
 import pytest
 
 from syscribe import arch as archmod
-from syscribe import profile as prof
+from syscribe import ociprofile as prof
 from syscribe.arch import Arch
 from syscribe.hooks.result import NothingRecordedError, Tally, build, metadata, tally
 from syscribe.syscalls import name_of

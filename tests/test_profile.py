@@ -11,9 +11,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from syscribe import arch, runtimes
-from syscribe import profile as prof
-from syscribe.profile import Arg, Profile, ProfileError, Rule
+from syscribe import arch, profilemerge, runtimes
+from syscribe import ociprofile as prof
+from syscribe.ociprofile import Arg, Profile, ProfileError, Rule
 
 X86_ARCHES = ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
 
@@ -234,8 +234,8 @@ def test_a_100k_name_profile_parses_and_merges_in_linear_time() -> None:
     # No time bound here (bench/ is for that); a quadratic pass over 100k names would run into the
     # test timeout.
     p = prof.loads(text)
-    merged = prof.union([p, recorded("read")]).profile
-    cover = prof.coverage(merged, [p])
+    merged = profilemerge.union([p, recorded("read")]).profile
+    cover = profilemerge.coverage(merged, [p])
     out = prof.dumps(merged)
     assert len(p.syscalls[0].names) == 100_000
     assert cover.ok
@@ -245,8 +245,8 @@ def test_a_100k_name_profile_parses_and_merges_in_linear_time() -> None:
 def test_many_rules_of_one_name_each() -> None:
     rules = [rule([f"s{i}"], "SCMP_ACT_ERRNO" if i % 2 else "SCMP_ACT_ALLOW") for i in range(50_000)]
     p = prof.parse(oci(syscalls=rules))
-    merged = prof.union([p, p]).profile
-    assert prof.coverage(merged, [p]).ok and prof.coverage(p, [merged]).ok
+    merged = profilemerge.union([p, p]).profile
+    assert profilemerge.coverage(merged, [p]).ok and profilemerge.coverage(p, [merged]).ok
 
 
 # --- merge with an input profile (`if:`) -----------------------------------------------------------
@@ -261,19 +261,19 @@ def test_input_rules_are_kept_and_a_blocked_syscall_stays_blocked() -> None:
             ]
         )
     )
-    merged, warnings = prof.merge_input(base, recorded("mkdir", "getpid", "write", "execve"))
+    merged, warnings = profilemerge.merge_input(base, recorded("mkdir", "getpid", "write", "execve"))
     assert merged.syscalls[:2] == base.syscalls
     assert merged.syscalls[2] == Rule(("execve", "write"), "SCMP_ACT_ALLOW")
     assert "mkdir" not in merged.syscalls[2].names
     assert any("mkdir" in w for w in warnings)
     assert not any("getpid" in w for w in warnings)
-    assert prof.coverage(merged, [recorded("mkdir")]).names == ("mkdir",)
+    assert profilemerge.coverage(merged, [recorded("mkdir")]).names == ("mkdir",)
 
 
 def test_a_conditional_input_rule_is_not_widened() -> None:
     cond = [{"index": 0, "value": 0x7E020000, "op": "SCMP_CMP_MASKED_EQ"}]
     base = prof.parse(oci(syscalls=[rule(["clone"], args=cond)]))
-    merged, warnings = prof.merge_input(base, recorded("clone", "read"))
+    merged, warnings = profilemerge.merge_input(base, recorded("clone", "read"))
     clone_rules = [r for r in merged.syscalls if "clone" in r.names]
     assert clone_rules == [base.syscalls[0]]
     assert any("clone" in w for w in warnings)
@@ -281,14 +281,14 @@ def test_a_conditional_input_rule_is_not_widened() -> None:
 
 def test_an_allow_all_input_gets_a_warning_and_nothing_added() -> None:
     base = prof.parse({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [rule(["mkdir"], "SCMP_ACT_ERRNO")]})
-    merged, warnings = prof.merge_input(base, recorded("read", "mkdir"))
+    merged, warnings = profilemerge.merge_input(base, recorded("read", "mkdir"))
     assert merged == base
     assert len(warnings) == 1 and "allows every syscall" in warnings[0]
 
 
 def test_merge_keeps_the_inputs_default_and_adds_architectures() -> None:
     base = prof.parse({"defaultAction": "SCMP_ACT_KILL_PROCESS", "architectures": ["SCMP_ARCH_X86_64"]})
-    merged, warnings = prof.merge_input(base, recorded("read"))
+    merged, warnings = profilemerge.merge_input(base, recorded("read"))
     assert merged.default_action == "SCMP_ACT_KILL_PROCESS"
     assert list(merged.architectures) == X86_ARCHES
     assert merged.syscalls == (Rule(("read",), "SCMP_ACT_ALLOW"),)
@@ -297,7 +297,7 @@ def test_merge_keeps_the_inputs_default_and_adds_architectures() -> None:
 
 def test_merge_never_writes_an_empty_rule() -> None:
     base = prof.parse(oci(syscalls=[rule(["read"])]))
-    merged, _ = prof.merge_input(base, recorded("read"))
+    merged, _ = profilemerge.merge_input(base, recorded("read"))
     assert merged.syscalls == base.syscalls
 
 
@@ -305,24 +305,24 @@ def test_merge_never_writes_an_empty_rule() -> None:
 
 
 def test_union_of_recordings_is_one_sorted_allow_rule() -> None:
-    merged, warnings = prof.union([recorded("write", "read"), recorded("mkdir", "read")])
+    merged, warnings = profilemerge.union([recorded("write", "read"), recorded("mkdir", "read")])
     assert merged == recorded("mkdir", "read", "write")
     assert warnings == []
 
 
 def test_union_needs_one_default_action() -> None:
     with pytest.raises(ProfileError, match="profile 2 has defaultAction SCMP_ACT_KILL_PROCESS"):
-        prof.union([recorded("read"), prof.parse({"defaultAction": "SCMP_ACT_KILL_PROCESS"})])
+        profilemerge.union([recorded("read"), prof.parse({"defaultAction": "SCMP_ACT_KILL_PROCESS"})])
     with pytest.raises(ProfileError, match="no profiles"):
-        prof.union([])
+        profilemerge.union([])
 
 
 def test_union_treats_missing_errno_as_eperm() -> None:
     a = prof.parse(oci(syscalls=[rule(["read"])]))  # no defaultErrnoRet: runtimes return EPERM
-    merged, _ = prof.union([a, recorded("write")])
+    merged, _ = profilemerge.union([a, recorded("write")])
     assert merged.default_errno_ret == 1
     with pytest.raises(ProfileError, match="errno 38"):
-        prof.union([a, prof.parse(oci(defaultErrnoRet=38))])
+        profilemerge.union([a, prof.parse(oci(defaultErrnoRet=38))])
 
 
 def test_union_allow_beats_deny_and_conditions_add_up() -> None:
@@ -330,8 +330,8 @@ def test_union_allow_beats_deny_and_conditions_add_up() -> None:
     c2 = [{"index": 0, "value": 2, "op": "SCMP_CMP_EQ"}]
     a = prof.parse(oci(syscalls=[rule(["mkdir"], "SCMP_ACT_KILL"), rule(["ioctl"], args=c1)]))
     b = prof.parse(oci(syscalls=[rule(["mkdir"]), rule(["ioctl"], args=c2), rule(["kill"], "SCMP_ACT_LOG")]))
-    merged, _ = prof.union([a, b])
-    assert prof.coverage(merged, [a, b]).ok
+    merged, _ = profilemerge.union([a, b])
+    assert profilemerge.coverage(merged, [a, b]).ok
     ioctl = [r for r in merged.syscalls if "ioctl" in r.names]
     assert {r.args[0].value for r in ioctl} == {1, 2}
     assert not any(r.action == "SCMP_ACT_KILL" for r in merged.syscalls)
@@ -340,7 +340,7 @@ def test_union_allow_beats_deny_and_conditions_add_up() -> None:
 def test_union_of_differently_denied_syscalls_keeps_the_first_and_warns() -> None:
     a = prof.parse(oci(syscalls=[rule(["mkdir"], "SCMP_ACT_ERRNO", errnoRet=13)]))
     b = prof.parse(oci(syscalls=[rule(["mkdir"], "SCMP_ACT_KILL_PROCESS")]))
-    merged, warnings = prof.union([a, b])
+    merged, warnings = profilemerge.union([a, b])
     assert merged.syscalls == a.syscalls
     assert warnings and "mkdir" in warnings[0]
 
@@ -350,11 +350,11 @@ def test_union_of_allow_by_default_profiles_blocks_only_what_all_block() -> None
         {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [rule(["mkdir", "ptrace"], "SCMP_ACT_ERRNO")]}
     )
     b = prof.parse({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [rule(["ptrace"], "SCMP_ACT_ERRNO")]})
-    merged, warnings = prof.union([a, b])
+    merged, warnings = profilemerge.union([a, b])
     assert merged.syscalls == (Rule(("ptrace",), "SCMP_ACT_ERRNO"),)
     assert warnings == []
     c = prof.parse({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [rule(["ptrace"], "SCMP_ACT_KILL")]})
-    merged, warnings = prof.union([a, c])
+    merged, warnings = profilemerge.union([a, c])
     assert merged.syscalls == ()
     assert warnings and "ptrace" in warnings[0]
 
@@ -363,48 +363,48 @@ def test_union_refuses_different_listeners() -> None:
     a = prof.parse(oci(listenerPath="/a"))
     b = prof.parse(oci(listenerPath="/b"))
     with pytest.raises(ProfileError, match="listenerPath"):
-        prof.union([a, b])
+        profilemerge.union([a, b])
 
 
 def test_coverage_reports_names_architectures_and_defaults() -> None:
     small = recorded("read")
     big = recorded("read", "write")
-    assert prof.coverage(big, [small]).ok
-    cover = prof.coverage(small, [big])
+    assert profilemerge.coverage(big, [small]).ok
+    cover = profilemerge.coverage(small, [big])
     assert cover.names == ("write",)
     assert cover.lines() == ["syscall write"]
     native_only = prof.parse(oci(architectures=["SCMP_ARCH_X86_64"], syscalls=[rule(["read", "write"])]))
-    assert prof.coverage(native_only, [big]).architectures == ("SCMP_ARCH_X86", "SCMP_ARCH_X32")
+    assert profilemerge.coverage(native_only, [big]).architectures == ("SCMP_ARCH_X86", "SCMP_ARCH_X32")
     allow_all = prof.parse({"defaultAction": "SCMP_ACT_ALLOW"})
-    cover = prof.coverage(big, [allow_all])
+    cover = profilemerge.coverage(big, [allow_all])
     assert cover.default and "allows every syscall" in cover.default[0]
-    assert prof.coverage(allow_all, [big]).ok
+    assert profilemerge.coverage(allow_all, [big]).ok
 
 
 def test_coverage_of_conditional_rules() -> None:
     cond = [{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}]
     b = prof.parse(oci(syscalls=[rule(["ioctl"], args=cond)]))
-    assert prof.coverage(b, [b]).ok
-    assert prof.coverage(recorded("ioctl"), [b]).ok
-    assert prof.coverage(recorded("read"), [b]).names == ("ioctl",)
-    assert prof.coverage(b, [recorded("ioctl")]).names == ("ioctl",)
+    assert profilemerge.coverage(b, [b]).ok
+    assert profilemerge.coverage(recorded("ioctl"), [b]).ok
+    assert profilemerge.coverage(recorded("read"), [b]).names == ("ioctl",)
+    assert profilemerge.coverage(b, [recorded("ioctl")]).names == ("ioctl",)
     blocklist = prof.parse(
         {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [rule(["ioctl"], "SCMP_ACT_ERRNO", args=cond)]}
     )
     allow_all = prof.parse({"defaultAction": "SCMP_ACT_ALLOW"})
-    assert prof.coverage(allow_all, [blocklist]).ok
-    assert prof.coverage(blocklist, [blocklist]).ok
-    assert prof.coverage(blocklist, [allow_all]).names == ("ioctl",)
+    assert profilemerge.coverage(allow_all, [blocklist]).ok
+    assert profilemerge.coverage(blocklist, [blocklist]).ok
+    assert profilemerge.coverage(blocklist, [allow_all]).names == ("ioctl",)
 
 
 def test_runtime_syscalls_are_added() -> None:
-    p = prof.for_runtime(recorded("read"), "runc")
+    p = profilemerge.for_runtime(recorded("read"), "runc")
     assert set(p.syscalls[0].names) == {"read"} | runtimes.after_filter("runc")
     with pytest.raises(ProfileError, match="unknown runtime"):
-        prof.for_runtime(p, "docker")
+        profilemerge.for_runtime(p, "docker")
     with pytest.raises(ProfileError, match="not a syscall name"):
-        prof.add_allowed(p, ["BAD NAME"])
-    assert prof.add_allowed(p, []) is p
+        profilemerge.add_allowed(p, ["BAD NAME"])
+    assert profilemerge.add_allowed(p, []) is p
 
 
 # --- properties --------------------------------------------------------------------------------------
@@ -461,8 +461,8 @@ def _consistent(p: Profile) -> bool:
 def test_union_covers_every_input(ps: list[Profile]) -> None:
     ps = [p for p in ps if _consistent(p)]
     assume(ps)
-    merged, _ = prof.union(ps)
-    cover = prof.coverage(merged, ps)
+    merged, _ = profilemerge.union(ps)
+    cover = profilemerge.coverage(merged, ps)
     # With an allowing default, differently restricted names are widened (and warned about), never
     # narrowed; so the union covers every input either way.
     assert cover.ok, cover.lines()
@@ -472,19 +472,19 @@ def test_union_covers_every_input(ps: list[Profile]) -> None:
 @settings(max_examples=200, deadline=None)
 @given(profiles("SCMP_ACT_ERRNO"), st.lists(NAMES, min_size=1))
 def test_merge_input_keeps_rules_and_allows_what_is_not_named(base: Profile, names: list[str]) -> None:
-    merged, _ = prof.merge_input(base, recorded(*names))
+    merged, _ = profilemerge.merge_input(base, recorded(*names))
     assert merged.syscalls[: len(base.syscalls)] == base.syscalls
     named = base.named()
     for n in names:
         if n not in named:
-            assert prof.coverage(merged, [recorded(n)]).ok
+            assert profilemerge.coverage(merged, [recorded(n)]).ok
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(NAMES, min_size=1), st.lists(NAMES, min_size=1))
 def test_coverage_of_recordings_is_set_inclusion(a: list[str], b: list[str]) -> None:
-    assert prof.coverage(recorded(*a), [recorded(*b)]).ok == (set(b) <= set(a))
-    assert set(prof.coverage(recorded(*a), [recorded(*b)]).names) == set(b) - set(a)
+    assert profilemerge.coverage(recorded(*a), [recorded(*b)]).ok == (set(b) <= set(a))
+    assert set(profilemerge.coverage(recorded(*a), [recorded(*b)]).names) == set(b) - set(a)
 
 
 @settings(max_examples=300, deadline=None)

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syscribe import arch
-from syscribe import profile as prof
+from syscribe import ociprofile as prof
 from syscribe import seccompprofile as spo
-from syscribe.profile import ProfileError
+from syscribe.ociprofile import ProfileError
 
 RECORDED = prof.from_names(["read", "write", "mkdir"], arch.X86_64)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from syscribe import arch, bundle, seccomp
-from syscribe import profile as prof
-from syscribe.profile import Profile
+from syscribe import arch, bundle, profilemerge, seccomp
+from syscribe import ociprofile as prof
+from syscribe.ociprofile import Profile
 from tests.support.prereq import require
 
 SYSCRIBE = str(Path(sys.executable).parent / "syscribe")
@@ -290,7 +290,7 @@ def test_a_runtime_enforces_the_profile_with_its_own_syscalls(
     require("root", runtime)
     target = f"/tmp/made-{uuid.uuid4().hex[:8]}"
     link = f"/tmp/link-{uuid.uuid4().hex[:8]}"
-    profile = prof.for_runtime(allow(BUSYBOX_MKDIR), runtime)
+    profile = profilemerge.for_runtime(allow(BUSYBOX_MKDIR), runtime)
     try:
         made = _container(busybox_rootfs, tmp_path, runtime, profile, ["/bin/busybox", "mkdir", target])
         assert made.returncode == 0, made.stderr

@@ -22,7 +22,7 @@ import time
 from syscribe import arch as archmod
 from syscribe import syscalls
 from syscribe.enricher import auditparse
-from syscribe.profile import ALLOWING, Profile
+from syscribe.ociprofile import ALLOWING, Profile
 
 NETLINK_AUDIT = 9
 AUDIT_NLGRP_READLOG = 1

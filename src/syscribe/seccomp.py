@@ -15,9 +15,9 @@ import os
 from dataclasses import dataclass, field
 from functools import cache
 
-from syscribe import profile as prof
+from syscribe import ociprofile as prof
 from syscribe import syscalls
-from syscribe.profile import Profile
+from syscribe.ociprofile import Profile
 
 # libseccomp's seccomp.h (stable ABI since 2.x).
 _ACTIONS = {

@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from syscribe import profile as prof
-from syscribe.profile import Profile, ProfileError
+from syscribe import ociprofile as prof
+from syscribe.ociprofile import Profile, ProfileError
 
 GROUP = "security-profiles-operator.x-k8s.io"
 API_VERSION = f"{GROUP}/v1"

@@ -8,10 +8,10 @@ from typing import NoReturn
 
 import click
 
-from syscribe import fsutil, runtimes
-from syscribe import profile as prof
+from syscribe import fsutil, profilemerge, runtimes
+from syscribe import ociprofile as prof
 from syscribe import seccompprofile as spo
-from syscribe.profile import Profile, ProfileError
+from syscribe.ociprofile import Profile, ProfileError
 
 # merge and convert: 1 means "A does not cover the others" for --check, so errors take 2 (like diff).
 EXIT_ERROR = 2
@@ -130,7 +130,7 @@ def merge(
             fail("--check only reports; it takes no -o, --format, --name or --for-runtime", EXIT_ERROR)
     loaded = [load_or_fail(p, EXIT_ERROR) for p in profiles]
     if check:
-        cover = prof.coverage(loaded[0].profile, [x.profile for x in loaded[1:]])
+        cover = profilemerge.coverage(loaded[0].profile, [x.profile for x in loaded[1:]])
         if cover.ok:
             click.echo(f"syscribe: {profiles[0]} covers {', '.join(profiles[1:])}", err=True)
             return
@@ -142,8 +142,10 @@ def merge(
     check_name(name, fmt, EXIT_ERROR)
     check_output(output, EXIT_ERROR)
     try:
-        merged = prof.union([x.profile for x in loaded])
-        result = merged.profile if for_runtime is None else prof.for_runtime(merged.profile, for_runtime)
+        merged = profilemerge.union([x.profile for x in loaded])
+        result = merged.profile
+        if for_runtime is not None:
+            result = profilemerge.for_runtime(result, for_runtime)
         text = render(result, fmt, name or loaded[0].name or spo.name_for(output or profiles[0]))
     except ProfileError as exc:
         fail(str(exc), EXIT_ERROR)

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 
 import click
 
-from syscribe import profile as prof
-from syscribe import runtimes, syscalls
+from syscribe import ociprofile as prof
+from syscribe import profilemerge, runtimes, syscalls
 from syscribe import seccompprofile as spo
 from syscribe.commands.profiles import check_name, check_output, emit, fail, render, warn
 from syscribe.commands.run import EXIT_CANNOT_RUN, EXIT_NOT_FOUND, EXIT_OWN
-from syscribe.profile import ProfileError
+from syscribe.ociprofile import ProfileError
 from syscribe.recorder.base import RecorderError
 from syscribe.recorder.names import NamedSyscalls, name_recording
 from syscribe.recorder.workload import record_command
@@ -92,7 +92,7 @@ def record(
     try:
         profile = prof.from_names(named.names, native)
         if for_runtime is not None:
-            profile = prof.for_runtime(profile, for_runtime)
+            profile = profilemerge.for_runtime(profile, for_runtime)
         text = render(profile, fmt, name or spo.name_for(command[0]))
     except ProfileError as exc:
         fail(f"{exc}; nothing written (the command exited with status {result.exit_status})", EXIT_OWN)

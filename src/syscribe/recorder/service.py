@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from syscribe import profile as prof
+from syscribe import ociprofile as prof
 from syscribe import syscalls
 from syscribe.fsutil import FsError, write_atomic
 from syscribe.hooks import handover
