@@ -291,18 +291,31 @@ class Agent:
                 raise RefusedError("Incomplete", f"the {missing} never appeared beside it")
             entry.waiting_for = "the other half of a dump"
             return False
-        try:
-            seen = _identity(profile_file, meta_file)
-            profile_bytes = fsutil.read_limited(profile_file, dumps.MAX_PROFILE_BYTES, follow_symlinks=False)
-            meta_bytes = fsutil.read_limited(meta_file, dumps.MAX_META_BYTES, follow_symlinks=False)
+        read = _read_pair(profile_file, meta_file)
+        if read is None:
+            return False
+        seen, profile_bytes, meta_bytes = read
+        checked = self._checked(where, profile_bytes, meta_bytes, entry)
+        if checked is None:
+            return False
+        recording, dump = checked
+        self._make_profile(dump, recording)
+        # The hook may have written this path again meanwhile (a pod of the same name, recreated): such a
+        # dump is new, and stays to be processed in turn.
+        with contextlib.suppress(FileNotFoundError):
             if _identity(profile_file, meta_file) != seen:
-                return False  # rewritten while read (a pod of the same name again): read it again
-        except FileNotFoundError:
-            return False  # taken away meanwhile: the next scan tells whether anything is left
-        except fsutil.FsError as exc:
-            if not profile_file.exists() or not meta_file.exists():
+                entry.first_seen = time.monotonic()
                 return False
-            raise RefusedError("Unreadable", str(exc)) from None
+        for path in (profile_file, meta_file):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        return True
+
+    def _checked(
+        self, where: DumpPath, profile_bytes: bytes, meta_bytes: bytes, entry: _Pending
+    ) -> tuple[Recording, dumps.Dump] | None:
+        """The dump and the recording it belongs to; None while it is still being written. RefusedError
+        when it cannot become a profile of that recording."""
         recording = self._recordings.get(where.namespace, where.recording)
         try:
             dump = dumps.read(where, profile_bytes, meta_bytes)
@@ -310,7 +323,7 @@ class Agent:
             if time.monotonic() - entry.first_seen > self.incomplete_grace:
                 raise RefusedError("Incomplete", str(exc), recording) from None
             entry.waiting_for = "a dump being written"
-            return False
+            return None
         except dumps.UntrustedError as exc:
             raise RefusedError("Untrusted", str(exc), recording) from None
         if recording is None:
@@ -323,6 +336,11 @@ class Agent:
                 f"container {where.container!r} is not among the recording's containers",
                 recording,
             )
+        return recording, dump
+
+    def _make_profile(self, dump: dumps.Dump, recording: Recording) -> None:
+        """Put the dump into its SeccompProfile, and the pod and the profile into the recording's status."""
+        where = dump.where
         suffix = None if recording.merge_strategy == MERGE_CONTAINERS else where.pod_suffix(dump.pod)
         name = profile_name(recording.name, where.container, suffix)
         self._upsert(name, dump, recording)
@@ -334,16 +352,6 @@ class Agent:
             "Normal",
         )
         self.stats.processed += 1
-        # The hook may have written this path again meanwhile (a pod of the same name, recreated): such a
-        # dump is new, and stays to be processed in turn.
-        with contextlib.suppress(FileNotFoundError):
-            if _identity(profile_file, meta_file) != seen:
-                entry.first_seen = time.monotonic()
-                return False
-        for path in (profile_file, meta_file):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        return True
 
     def _api(self, what: str, call: Callable[..., Any], *args: Any) -> Any:
         """`call()`, with failures that may pass (the server away, busy, slow; a conflict; permissions
@@ -361,57 +369,9 @@ class Agent:
 
     def _upsert(self, name: str, dump: dumps.Dump, recording: Recording) -> None:
         for _ in range(MAX_CONFLICT_RETRIES):
+            existing = self._read_profile(name, recording)
             try:
-                existing = self._api(
-                    "reading the SeccompProfile",
-                    self._custom.get_cluster_custom_object,
-                    SPO_GROUP,
-                    profiles.VERSION,
-                    profiles.PLURAL,
-                    name,
-                )
-            except RetryLaterError:
-                raise
-            except Exception as err:
-                if status_of(err) != 404:
-                    raise RefusedError(
-                        "ApiError", f"reading SeccompProfile {name}: {one_line(err)}", recording
-                    ) from None
-                existing = None
-            try:
-                if existing is None:
-                    body = profiles.new_resource(name, dump.profile, recording, dump.where.container)
-                    self._api(
-                        "creating the SeccompProfile",
-                        self._custom.create_cluster_custom_object,
-                        SPO_GROUP,
-                        profiles.VERSION,
-                        profiles.PLURAL,
-                        body,
-                    )
-                    return
-                try:
-                    updated = profiles.merge_into(existing, dump.profile, recording)
-                except profiles.ProfileCollisionError as exc:
-                    self._collision(recording, name, str(exc))
-                    raise RefusedError("ProfileNameCollision", str(exc), recording) from None
-                except ProfileError as exc:
-                    raise RefusedError(
-                        "ProfileUnreadable",
-                        f"SeccompProfile {name} was edited into something syscribe cannot merge into: {exc}",
-                        recording,
-                    ) from None
-                if updated is None:
-                    return
-                self._api(
-                    "updating the SeccompProfile",
-                    self._custom.replace_cluster_custom_object,
-                    SPO_GROUP,
-                    profiles.VERSION,
-                    profiles.PLURAL,
-                    name,
-                    updated,
-                )
+                self._write_profile(name, existing, dump, recording)
                 return
             except RetryLaterError as exc:
                 if exc.status != 409:
@@ -426,6 +386,66 @@ class Agent:
                     "ApiError", f"writing SeccompProfile {name}: {one_line(err)}", recording
                 ) from None
         raise RetryLaterError(f"SeccompProfile {name} kept changing under {MAX_CONFLICT_RETRIES} attempts")
+
+    def _read_profile(self, name: str, recording: Recording) -> dict[str, Any] | None:
+        """The SeccompProfile `name` as the API has it now; None when there is none."""
+        try:
+            existing: dict[str, Any] = self._api(
+                "reading the SeccompProfile",
+                self._custom.get_cluster_custom_object,
+                SPO_GROUP,
+                profiles.VERSION,
+                profiles.PLURAL,
+                name,
+            )
+        except RetryLaterError:
+            raise
+        except Exception as err:
+            if status_of(err) != 404:
+                raise RefusedError(
+                    "ApiError", f"reading SeccompProfile {name}: {one_line(err)}", recording
+                ) from None
+            return None
+        return existing
+
+    def _write_profile(
+        self, name: str, existing: dict[str, Any] | None, dump: dumps.Dump, recording: Recording
+    ) -> None:
+        """Create the SeccompProfile from the dump, or replace `existing` with the dump merged into it
+        (nothing to do when it covers the dump already), with the resourceVersion it was read at."""
+        if existing is None:
+            body = profiles.new_resource(name, dump.profile, recording, dump.where.container)
+            self._api(
+                "creating the SeccompProfile",
+                self._custom.create_cluster_custom_object,
+                SPO_GROUP,
+                profiles.VERSION,
+                profiles.PLURAL,
+                body,
+            )
+            return
+        try:
+            updated = profiles.merge_into(existing, dump.profile, recording)
+        except profiles.ProfileCollisionError as exc:
+            self._collision(recording, name, str(exc))
+            raise RefusedError("ProfileNameCollision", str(exc), recording) from None
+        except ProfileError as exc:
+            raise RefusedError(
+                "ProfileUnreadable",
+                f"SeccompProfile {name} was edited into something syscribe cannot merge into: {exc}",
+                recording,
+            ) from None
+        if updated is None:
+            return
+        self._api(
+            "updating the SeccompProfile",
+            self._custom.replace_cluster_custom_object,
+            SPO_GROUP,
+            profiles.VERSION,
+            profiles.PLURAL,
+            name,
+            updated,
+        )
 
     def _record_status(self, recording: Recording, name: str, dump: dumps.Dump) -> None:
         def change(status: dict[str, Any]) -> bool:
@@ -616,7 +636,29 @@ class Agent:
         return name if oci is not None else None
 
 
-def _identity(*paths: Path) -> tuple[tuple[int, int, int], ...]:
+# What _identity says of files: inode, change time and size of each.
+_Identity = tuple[tuple[int, int, int], ...]
+
+
+def _read_pair(profile_file: Path, meta_file: Path) -> tuple[_Identity, bytes, bytes] | None:
+    """Which files the dump's two are, and their bytes; None when they changed or went away while read
+    (look again later). RefusedError when they are there but cannot be read."""
+    try:
+        seen = _identity(profile_file, meta_file)
+        profile_bytes = fsutil.read_limited(profile_file, dumps.MAX_PROFILE_BYTES, follow_symlinks=False)
+        meta_bytes = fsutil.read_limited(meta_file, dumps.MAX_META_BYTES, follow_symlinks=False)
+        if _identity(profile_file, meta_file) != seen:
+            return None  # rewritten while read (a pod of the same name again): read it again
+    except FileNotFoundError:
+        return None  # taken away meanwhile: the next scan tells whether anything is left
+    except fsutil.FsError as exc:
+        if not profile_file.exists() or not meta_file.exists():
+            return None
+        raise RefusedError("Unreadable", str(exc)) from None
+    return seen, profile_bytes, meta_bytes
+
+
+def _identity(*paths: Path) -> _Identity:
     """Which files these are: inode, change time and size (a rewrite by rename changes the inode)."""
     out = []
     for path in paths:

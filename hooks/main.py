@@ -27,6 +27,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: the modules are imported where they are needed
     from syscribe.hooks.config import HookConfig
     from syscribe.hooks.log import HookLog
+    from syscribe.hooks.tracer import Job
+    from syscribe.ociprofile import Profile
     from syscribe.recorder.base import Target
 
 # The runtime writes the state and closes stdin at once; this only bounds a broken caller.
@@ -203,73 +205,97 @@ def _hand_over(
 
 def _trace(state: State, request: Request, config: HookConfig, log: HookLog, started: float) -> int:
     """No resident recorder: a detached per-container tracer."""
-    from syscribe import ociprofile as prof
-    from syscribe import syscalls
     from syscribe.fsutil import FsError
-    from syscribe.hooks import spawn
-    from syscribe.hooks.output import check_target, open_dir, read_input
-    from syscribe.hooks.paths import PathError, place
-    from syscribe.hooks.tracer import Job, close_quietly, trace
+    from syscribe.hooks.paths import PathError
+    from syscribe.hooks.tracer import close_quietly
 
-    cid = state.id
     fds: list[int] = []
     try:
         try:
-            placement = place(request.output, config.output_roots)
-            base = None
-            if request.input is not None:
-                source = place(request.input, config.input_roots, "if:")
-                try:
-                    base = prof.loads(read_input(source))
-                except prof.ProfileError as exc:
-                    raise PathError(f"if: {request.input}: {exc}") from None
-            pidfd = _pidfd(state.pid)
-            fds.append(pidfd)
-            target = _target(state.pid, pidfd)
-            dir_fd = open_dir(placement, create=config.create_directories)
-            fds.append(dir_fd)
-            check_target(dir_fd, placement.name, placement.path)
-            check_target(dir_fd, placement.meta_name, placement.meta_path)
-            native = syscalls.native()
-            host_pid_ns = os.stat("/proc/self/ns/pid").st_ino
+            job = _job(state, request, config, started, fds)
         except (PathError, FsError, _TargetError) as exc:
-            return fail(log, cid, str(exc), config.fails_closed)
-        job = Job(
-            state=state,
-            request=request,
-            placement=placement,
-            dir_fd=dir_fd,
-            pidfd=pidfd,
-            target=target,
-            host_pid_ns=host_pid_ns,
-            base=base,
-            config=config,
-            runtime=_runtime_name(),
-            native=native,
-            started=started,
-        )
-        tracer_log = log.for_tracer()
-        keep = {dir_fd, pidfd} | ({log.fd} if log.fd is not None else set())
-        result = spawn.launch(
-            lambda channel: trace(job, channel, tracer_log),
-            keep=keep,
-            output_fd=log.fd,
-            timeout=config.timeout_seconds,
-            # timeoutSeconds bounds the whole hook, its checks (the `if:` parse...) included.
-            since=time.monotonic() - max(0.0, time.time() - started),
-        )
-        if not result.ok:
-            return fail(log, cid, f"not recording: {result.message}", config.fails_closed)
-        log.write(
-            cid,
-            f"recording to {placement.path} (tracer pid {result.tracer_pid}, attached in "
-            f"{result.seconds * 1000:.0f} ms)",
-            stderr=False,
-        )
-        return 0
+            return fail(log, state.id, str(exc), config.fails_closed)
+        return _launch(job, log)
     finally:
         for fd in fds:
             close_quietly(fd)
+
+
+def _job(state: State, request: Request, config: HookConfig, started: float, fds: list[int]) -> Job:
+    """Everything the tracer needs, checked before the container starts. The descriptors it opens go
+    to `fds` as they are opened, so the caller closes them whatever fails after."""
+    from syscribe import syscalls
+    from syscribe.hooks.output import check_target, open_dir
+    from syscribe.hooks.paths import place
+    from syscribe.hooks.tracer import Job
+
+    placement = place(request.output, config.output_roots)
+    base = _input_profile(request, config)
+    pidfd = _pidfd(state.pid)
+    fds.append(pidfd)
+    target = _target(state.pid, pidfd)
+    dir_fd = open_dir(placement, create=config.create_directories)
+    fds.append(dir_fd)
+    check_target(dir_fd, placement.name, placement.path)
+    check_target(dir_fd, placement.meta_name, placement.meta_path)
+    native = syscalls.native()
+    host_pid_ns = os.stat("/proc/self/ns/pid").st_ino
+    return Job(
+        state=state,
+        request=request,
+        placement=placement,
+        dir_fd=dir_fd,
+        pidfd=pidfd,
+        target=target,
+        host_pid_ns=host_pid_ns,
+        base=base,
+        config=config,
+        runtime=_runtime_name(),
+        native=native,
+        started=started,
+    )
+
+
+def _input_profile(request: Request, config: HookConfig) -> Profile | None:
+    """The `if:` profile, parsed; a PathError naming it when it cannot be read or is not a profile."""
+    from syscribe import ociprofile as prof
+    from syscribe.hooks.output import read_input
+    from syscribe.hooks.paths import PathError, place
+
+    if request.input is None:
+        return None
+    source = place(request.input, config.input_roots, "if:")
+    try:
+        return prof.loads(read_input(source))
+    except prof.ProfileError as exc:
+        raise PathError(f"if: {request.input}: {exc}") from None
+
+
+def _launch(job: Job, log: HookLog) -> int:
+    """Start the detached tracer and wait until it has attached, or says why it cannot."""
+    from syscribe.hooks import spawn
+    from syscribe.hooks.tracer import trace
+
+    cid, config = job.state.id, job.config
+    tracer_log = log.for_tracer()
+    keep = {job.dir_fd, job.pidfd} | ({log.fd} if log.fd is not None else set())
+    result = spawn.launch(
+        lambda channel: trace(job, channel, tracer_log),
+        keep=keep,
+        output_fd=log.fd,
+        timeout=config.timeout_seconds,
+        # timeoutSeconds bounds the whole hook, its checks (the `if:` parse...) included.
+        since=time.monotonic() - max(0.0, time.time() - job.started),
+    )
+    if not result.ok:
+        return fail(log, cid, f"not recording: {result.message}", config.fails_closed)
+    log.write(
+        cid,
+        f"recording to {job.placement.path} (tracer pid {result.tracer_pid}, attached in "
+        f"{result.seconds * 1000:.0f} ms)",
+        stderr=False,
+    )
+    return 0
 
 
 class _TargetError(OSError):

@@ -178,30 +178,15 @@ def _finish(
 ) -> int:
     """Name the counts, build the profile and its metadata (plus `extra_meta`), write both, log it.
     The resident recorder (syscribe.recorder.service) writes through this too."""
-    from syscribe.syscalls import LibseccompMissingError, name_of
+    from syscribe.syscalls import LibseccompMissingError
 
     cid = job.state.id
     held = held or _Held()
-    trim = job.config.runtime_init == "trim"
     try:
-        counted_t = outcomes.tally(counted.counts, name_of)
-        before_t = outcomes.tally(before.counts, name_of)
-        result = outcomes.build(
-            counted_t,
-            before_t,
-            native=job.native,
-            trim=trim,
-            anchored=anchored,
-            base=job.base,
-            runtime_extra=_runtime_extra(job),
-        )
+        counted_t, before_t, result = _outcome(job, counted, before, anchored=anchored, held=held)
     except (outcomes.NothingRecordedError, ProfileError, LibseccompMissingError) as exc:
         log.write(cid, f"{exc}{held.note()}")
         return 1
-    warnings = [*counted.warnings, *before.warnings, *result.warnings, *held.warnings]
-    if trim and not anchored and counted.backend != "core":
-        warnings.append(f"the {counted.backend} backend cannot tell the runtime's setup apart; kept all")
-    result = outcomes.Outcome(result.profile, tuple(dict.fromkeys(warnings)), result.excluded, result.added)
     meta = outcomes.metadata(
         container_id=cid,
         annotations=job.state.annotations,
@@ -235,16 +220,45 @@ def _finish(
     except OSError as exc:
         log.write(cid, f"cannot write the profile: {exc}{held.note()}")
         return 1
+    log.write(cid, _wrote(job, result) + held.note())
+    return 0
+
+
+def _outcome(
+    job: Job, counted: Recording, before: Recording, *, anchored: bool, held: _Held
+) -> tuple[outcomes.Tally, outcomes.Tally, outcomes.Outcome]:
+    """The counts named (all of them, and those before the anchor) and the profile built from them,
+    with every warning: the recordings', the build's and the tracer's own."""
+    from syscribe.syscalls import name_of
+
+    trim = job.config.runtime_init == "trim"
+    counted_t = outcomes.tally(counted.counts, name_of)
+    before_t = outcomes.tally(before.counts, name_of)
+    result = outcomes.build(
+        counted_t,
+        before_t,
+        native=job.native,
+        trim=trim,
+        anchored=anchored,
+        base=job.base,
+        runtime_extra=_runtime_extra(job),
+    )
+    warnings = [*counted.warnings, *before.warnings, *result.warnings, *held.warnings]
+    if trim and not anchored and counted.backend != "core":
+        warnings.append(f"the {counted.backend} backend cannot tell the runtime's setup apart; kept all")
+    result = outcomes.Outcome(result.profile, tuple(dict.fromkeys(warnings)), result.excluded, result.added)
+    return counted_t, before_t, result
+
+
+def _wrote(job: Job, result: outcomes.Outcome) -> str:
+    """The log line of a profile written: how many syscalls, what was left out or added, warnings."""
     left_out = f", {len(result.excluded)} of the runtime's setup left out" if result.excluded else ""
     if result.added:
         left_out += f", {len(result.added)} the runtime may call after the filter added"
-    log.write(
-        cid,
+    return (
         f"wrote {job.placement.path}: {len(result.profile.named())} syscalls{left_out}"
         + "".join(f"; warning: {w}" for w in result.warnings)
-        + held.note(),
     )
-    return 0
 
 
 def _runtime_extra(job: Job) -> frozenset[str]:

@@ -245,10 +245,7 @@ def _kill_and_reap(pid: int) -> None:
 
 def run_traced(argv: Sequence[str], tracer: Tracer, env: Mapping[str, str] | None = None) -> WorkloadResult:
     """Run argv with `tracer` attached to it (the caller closes the tracer)."""
-    env = dict(os.environ if env is None else env)
-    for key, value in env.items():
-        if not key or "=" in key or "\0" in key or "\0" in value:
-            raise RecorderError(f"environment variable {key[:40]!r} cannot be passed to a command")
+    env = _passable_env(env)
     path = resolve_command(argv, env)
     command = argv[0]
     if os.geteuid() != 0:
@@ -258,32 +255,14 @@ def run_traced(argv: Sequence[str], tracer: Tracer, env: Mapping[str, str] | Non
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _WAIT_SIGNALS)
     pid = 0
     try:
-        try:
-            pid = _fork_in_new_pid_ns(
-                lambda: _child(path, argv, env, ready_w=ready_w, go_r=go_r, old_mask=old_mask)
-            )
-        except OSError as exc:
-            raise RecorderError(
-                f"cannot start {command} in new namespaces: {exc.strerror or exc}; run as root"
-            ) from None
-        finally:
-            os.close(ready_w)
-            os.close(go_r)
-        try:
-            first = os.read(ready_r, 1)
-            if first != b"R":
-                died = b"setup:0:the child died before it was ready"
-                report = _read_all(ready_r) if first == b"E" else died
-                _kill_and_reap(pid)
-                pid = 0
-                raise _child_error(command, report)
-            _wait_until_blocked(pid)
-            tracer.attach(Target.of_pid(pid))
-        except BaseException:
-            if pid:
-                _kill_and_reap(pid)
-                pid = 0
-            raise
+        pid = _start_attached(
+            command,
+            lambda: _child(path, argv, env, ready_w=ready_w, go_r=go_r, old_mask=old_mask),
+            tracer,
+            ready_r=ready_r,
+            ready_w=ready_w,
+            go_r=go_r,
+        )
         start = time.monotonic()
         os.write(go_w, b"G")
         os.close(go_w)
@@ -297,11 +276,9 @@ def run_traced(argv: Sequence[str], tracer: Tracer, env: Mapping[str, str] | Non
         status = _wait(pid, forwarder)
         pid = 0
         seconds = time.monotonic() - start
-        exit_status = shell_status(status)
-        killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-        if forwarder.emulated is not None and killed:
-            exit_status = 128 + forwarder.emulated
-        return WorkloadResult(exit_status=exit_status, recording=tracer.snapshot(), seconds=seconds)
+        return WorkloadResult(
+            exit_status=_exit_status(status, forwarder), recording=tracer.snapshot(), seconds=seconds
+        )
     finally:
         if pid:
             _kill_and_reap(pid)
@@ -309,6 +286,57 @@ def run_traced(argv: Sequence[str], tracer: Tracer, env: Mapping[str, str] | Non
         if go_w >= 0:
             os.close(go_w)
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
+def _passable_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    """`env` (this process's environment when None) as a copy, checked: execve takes no key that is
+    empty or holds "=", and no NUL byte anywhere."""
+    env = dict(os.environ if env is None else env)
+    for key, value in env.items():
+        if not key or "=" in key or "\0" in key or "\0" in value:
+            raise RecorderError(f"environment variable {key[:40]!r} cannot be passed to a command")
+    return env
+
+
+def _start_attached(
+    command: str, child: Callable[[], None], tracer: Tracer, *, ready_r: int, ready_w: int, go_r: int
+) -> int:
+    """Fork `child` in its new namespaces, wait until it is ready and blocked on the go-ahead, and
+    attach `tracer` to it; its pid. Closes the child's ends of the pipes; kills and reaps the child
+    when anything fails."""
+    try:
+        pid = _fork_in_new_pid_ns(child)
+    except OSError as exc:
+        raise RecorderError(
+            f"cannot start {command} in new namespaces: {exc.strerror or exc}; run as root"
+        ) from None
+    finally:
+        os.close(ready_w)
+        os.close(go_r)
+    try:
+        first = os.read(ready_r, 1)
+        if first != b"R":
+            died = b"setup:0:the child died before it was ready"
+            report = _read_all(ready_r) if first == b"E" else died
+            _kill_and_reap(pid)
+            pid = 0
+            raise _child_error(command, report)
+        _wait_until_blocked(pid)
+        tracer.attach(Target.of_pid(pid))
+    except BaseException:
+        if pid:
+            _kill_and_reap(pid)
+        raise
+    return pid
+
+
+def _exit_status(status: int, forwarder: _Forwarder) -> int:
+    """What a shell would say of the command; 128+N when it was killed for a signal N it would have
+    died of (pid 1 ignores it, so the forwarder sent SIGKILL instead)."""
+    killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    if forwarder.emulated is not None and killed:
+        return 128 + forwarder.emulated
+    return shell_status(status)
 
 
 def record_command(argv: Sequence[str], backend: str = "auto") -> WorkloadResult:
