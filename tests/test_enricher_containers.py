@@ -12,16 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from syscribe.enricher.containers import (
-    MAX_JSON,
-    ContainerInfo,
-    ContainerResolver,
-    Lookup,
-    parse_btime,
-    parse_stat,
-    read_bounded,
-)
+from syscribe.enricher.containers import ContainerInfo, ContainerResolver, Lookup, parse_btime, parse_stat
 from syscribe.enricher.kube import PodMeta
+from syscribe.enricher.statedirs import MAX_JSON, read_bounded
 
 CID = "5d8a4b9c1e0f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3"
 SANDBOX = "134b58ab2e0cfd7432a9db818b1b4ec52fdc747333f0ba2c9342860dc2ea7c50"
