@@ -288,17 +288,6 @@ def test_oversized_files_are_refused(tmp_path: Path) -> None:
     assert read_bounded(tmp_path, ["small"], 100) == b"x" * 100
 
 
-def test_read_bounded_is_none_where_fsutil_refuses(tmp_path: Path) -> None:
-    # The refusals themselves are tested with fsutil (tests/test_profile_fsutil.py).
-    assert read_bounded(tmp_path, [], 10) is None
-    assert read_bounded(tmp_path / "missing", ["x"], 10) is None
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "f").write_bytes(b"ok")
-    assert read_bounded(tmp_path, ["d", "f"], 10) == b"ok"
-    (tmp_path / "dl").symlink_to(tmp_path / "d")
-    assert read_bounded(tmp_path, ["dl", "f"], 10) is None
-
-
 @pytest.mark.parametrize(
     "content",
     [
