@@ -51,6 +51,8 @@ _RUNTIME_OF_PREFIX = {
     "libpod-conmon": "podman",
 }
 _MONITOR_PREFIXES = frozenset({"crio-conmon", "libpod-conmon"})
+# The folder a bare id sits in, where it says which runtime made it (docker and podman, cgroupfs driver).
+_RUNTIME_OF_PARENT = {"docker": "docker", "libpod_parent": "podman"}
 # cgroupfs: `pod<uid>`; systemd: `kubepods-burstable-pod<uid with _>.slice`, also under a kubelet
 # cgroup root (`kubelet-kubepods-...`, kind).
 _POD_CGROUPFS = re.compile(r"pod(?P<uid>[0-9a-f-]{32,36})")
@@ -108,25 +110,12 @@ def parse_path(path: str) -> ContainerRef | None:
             break
         if part in ("", ".", ".."):  # `..` when read from inside a cgroup namespace
             continue
-        found_runtime: str | None = None
-        found_id: str | None = None
-        monitor = False
-        prefixed = _PREFIXED.fullmatch(part)
-        if prefixed is not None:
-            prefix = prefixed.group("prefix")
-            found_id = prefixed.group("id")
-            found_runtime = _RUNTIME_OF_PREFIX[prefix]
-            monitor = prefix in _MONITOR_PREFIXES
-        elif CONTAINER_ID.fullmatch(part):
-            found_id = part
-            if previous == "docker":
-                found_runtime = "docker"
-            elif previous == "libpod_parent":
-                found_runtime = "podman"
-        if found_id is not None:
+        named = _container_part(part, previous)
+        if named is not None:
+            runtime, found_id, monitor = named
             if monitor:
                 level.monitor_id = found_id
-                level.runtime = found_runtime
+                level.runtime = runtime
             else:
                 if level.container_id is not None:
                     # A container inside a container (kind/minikube node): the pod parts seen so far
@@ -134,7 +123,7 @@ def parse_path(path: str) -> ContainerRef | None:
                     outer.append(level.container_id)
                     level = _Level()
                 level.container_id = found_id
-                level.runtime = found_runtime
+                level.runtime = runtime
             previous = part
             continue
         if level.container_id is not None and (
@@ -143,30 +132,53 @@ def parse_path(path: str) -> ContainerRef | None:
             # kubepods below a container: a nested node; start a new level for its pods.
             outer.append(level.container_id)
             level = _Level()
-        slice_match = _POD_SLICE.fullmatch(part)
-        if slice_match is not None:
-            level.in_kubepods = True
-            level.pod_uid = _pod_uid(slice_match.group("uid")) or level.pod_uid
-            level.qos = slice_match.group("qos") or level.qos
-        elif (kube_slice := _KUBEPODS_SLICE.fullmatch(part)) is not None:
-            level.in_kubepods = True
-            level.qos = kube_slice.group("qos") or level.qos
-        elif part == "kubepods":
-            level.in_kubepods = True
-        elif level.in_kubepods and part in ("burstable", "besteffort") and level.pod_uid is None:
-            level.qos = part
-        elif level.in_kubepods and (pod := _POD_CGROUPFS.fullmatch(part)) is not None:
-            level.pod_uid = _pod_uid(pod.group("uid")) or level.pod_uid
+        _note_pod_part(level, part)
         previous = part
+    return _ref(level, tuple(outer))
+
+
+def _container_part(part: str, previous: str) -> tuple[str | None, str, bool] | None:
+    """(runtime, id, whether it is the runtime's monitor) when path component `part` names a container:
+    `<prefix>-<id>[.scope]`, or a bare id (whose parent folder may say which runtime made it)."""
+    prefixed = _PREFIXED.fullmatch(part)
+    if prefixed is not None:
+        prefix = prefixed.group("prefix")
+        return _RUNTIME_OF_PREFIX[prefix], prefixed.group("id"), prefix in _MONITOR_PREFIXES
+    if CONTAINER_ID.fullmatch(part):
+        return _RUNTIME_OF_PARENT.get(previous), part, False
+    return None
+
+
+def _note_pod_part(level: _Level, part: str) -> None:
+    """Add what path component `part` says of the pod to `level`: the kubepods slices (systemd), the
+    kubepods, QoS and `pod<uid>` folders (cgroupfs)."""
+    slice_match = _POD_SLICE.fullmatch(part)
+    if slice_match is not None:
+        level.in_kubepods = True
+        level.pod_uid = _pod_uid(slice_match.group("uid")) or level.pod_uid
+        level.qos = slice_match.group("qos") or level.qos
+    elif (kube_slice := _KUBEPODS_SLICE.fullmatch(part)) is not None:
+        level.in_kubepods = True
+        level.qos = kube_slice.group("qos") or level.qos
+    elif part == "kubepods":
+        level.in_kubepods = True
+    elif level.in_kubepods and part in ("burstable", "besteffort") and level.pod_uid is None:
+        level.qos = part
+    elif level.in_kubepods and (pod := _POD_CGROUPFS.fullmatch(part)) is not None:
+        level.pod_uid = _pod_uid(pod.group("uid")) or level.pod_uid
+
+
+def _ref(level: _Level, outer: tuple[str, ...]) -> ContainerRef | None:
+    """What the innermost level found, inside the containers `outer`."""
     if level.pod_uid is not None and level.qos is None:
         # The kubelet puts guaranteed pods straight under kubepods, with no QoS level.
         level.qos = "guaranteed"
     if level.container_id is not None:
-        return ContainerRef(level.runtime, level.container_id, level.pod_uid, level.qos, False, tuple(outer))
+        return ContainerRef(level.runtime, level.container_id, level.pod_uid, level.qos, False, outer)
     if level.monitor_id is not None:
-        return ContainerRef(level.runtime, None, level.pod_uid, level.qos, True, tuple(outer))
+        return ContainerRef(level.runtime, None, level.pod_uid, level.qos, True, outer)
     if level.pod_uid is not None or outer:
-        return ContainerRef(None, None, level.pod_uid, level.qos, False, tuple(outer))
+        return ContainerRef(None, None, level.pod_uid, level.qos, False, outer)
     return None
 
 

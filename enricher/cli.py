@@ -17,9 +17,15 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
+    from syscribe.enricher.checkpoint import Checkpoint
+    from syscribe.enricher.containers import ContainerResolver
     from syscribe.enricher.events import EventAssembler
-    from syscribe.enricher.pipeline import Pipeline, Stats
+    from syscribe.enricher.kube import KubePodSource
+    from syscribe.enricher.metrics import Metrics
+    from syscribe.enricher.output import Filter, OutputWriter
+    from syscribe.enricher.pipeline import Pipeline, Reporter, Stats
     from syscribe.enricher.proctrack import ProcessTracker
+    from syscribe.enricher.sources import Source
 
 SOURCES = ("auto", "auditd", "syslog", "kmsg", "netlink")
 STARTS = ("end", "beginning", "checkpoint")
@@ -162,26 +168,88 @@ class _Built:
     path: Path | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What the options mean together, checked before anything is opened."""
+
+    start: str
+    checkpoint_path: Path | None
+    output_path: Path | None
+    concrete: str  # the source `auto` stands for
+    path: Path | None  # the file it reads
+    filter: Filter
+    node: str
+
+
 def _build(options: _Options, cleanup: contextlib.ExitStack) -> _Built:
     """Check the options together, open the source, the output, the checkpoint and the helpers (each
     closed by `cleanup`), and make the pipeline; a ClickException or UsageError says what is wrong."""
-    from syscribe.enricher.checkpoint import CheckpointError
     from syscribe.enricher.containers import ContainerResolver
     from syscribe.enricher.events import EventAssembler
     from syscribe.enricher.metrics import Metrics
-    from syscribe.enricher.output import Filter, OutputError, OutputWriter
-    from syscribe.enricher.pipeline import Pipeline, Reporter, Settings, Stats, restore
-    from syscribe.enricher.sources import SourceError, choose, open_source
+    from syscribe.enricher.pipeline import Pipeline, Reporter, Settings, Stats
+
+    plan = _plan(options)
+    # Every line makes a few short-lived objects and none of them cycles: collecting the youngest
+    # generation every 700 allocations costs about 4% of the run for nothing.
+    gc.set_threshold(50_000, 20, 100)
+    stats = Stats()
+    metrics = Metrics()
+    report = Reporter(metrics, stats, quiet=options.quiet)
+    pods = _pods(options, plan.node, report, cleanup)
+    restored, writer, src = _open(options, plan, report, metrics, cleanup)
+    resolver = ContainerResolver(proc=options.proc, state_dirs=list(options.state_dirs) or None, api=pods)
+    tracker = _tracker(options, resolver, report, cleanup)
+    # The enriched line of a SECCOMP event takes nothing from companions: it need not wait for them.
+    assembler = EventAssembler(hold_seconds=options.hold_seconds, seccomp_alone=True)
+    settings = Settings(
+        node=plan.node,
+        backlog_seconds=options.backlog_seconds,
+        checkpoint_interval=options.checkpoint_interval,
+    )
+    pipeline = Pipeline(
+        src, assembler, resolver, writer, settings,
+        checkpoint_path=plan.checkpoint_path, restored=restored, filter=plan.filter, metrics=metrics,
+        report=report, stats=stats, metrics_textfile=options.metrics_textfile,
+    )
+    return _Built(pipeline, assembler, stats, tracker, plan.concrete, plan.path)
+
+
+def _plan(options: _Options) -> _Plan:
+    """The options checked together (a UsageError or ClickException says what is wrong)."""
+    from syscribe.enricher.output import Filter
 
     start, checkpoint_path = options.start, options.checkpoint_path  # both may change below
-    follow, quiet = options.follow, options.quiet
     if start is None:
-        start = "checkpoint" if checkpoint_path is not None else ("end" if follow else "beginning")
+        start = "checkpoint" if checkpoint_path is not None else ("end" if options.follow else "beginning")
     if start == "checkpoint" and checkpoint_path is None:
         raise click.UsageError("--start checkpoint needs --checkpoint PATH")
     output_path = None if options.output == "-" else Path(options.output)
     if output_path is not None and output_path.name in ("", ".", ".."):
         raise click.UsageError(f"--output {options.output!r} is not a file path")
+    concrete, path, start, checkpoint_path = _choose_source(options, start, checkpoint_path)
+    for (a, a_name), (b, b_name) in (
+        ((output_path, "--output"), (path, "--input")),
+        ((output_path, "--output"), (checkpoint_path, "--checkpoint")),
+        ((checkpoint_path, "--checkpoint"), (path, "--input")),
+    ):
+        if a is not None and b is not None and os.path.abspath(a) == os.path.abspath(b):
+            raise click.UsageError(f"{a_name} and {b_name} must be different files, both are {a}")
+    try:
+        filt = Filter.of(options.namespaces, options.types, options.actions)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    node_name = options.node or os.environ.get("NODE_NAME") or os.uname().nodename
+    return _Plan(start, checkpoint_path, output_path, concrete, path, filt, node_name)
+
+
+def _choose_source(
+    options: _Options, start: str, checkpoint_path: Path | None
+) -> tuple[str, Path | None, str, Path | None]:
+    """The concrete source and its file, and `start` and the checkpoint as that source allows them."""
+    from syscribe.enricher.sources import SourceError, choose
+
+    quiet = options.quiet
     try:
         concrete, path = choose(options.source, options.input_path)
     except SourceError as exc:
@@ -201,61 +269,65 @@ def _build(options: _Options, cleanup: contextlib.ExitStack) -> _Built:
             'marked "verified": false (auditd, netlink and kmsg carry only what the kernel wrote)',
             err=True,
         )
-    for (a, a_name), (b, b_name) in (
-        ((output_path, "--output"), (path, "--input")),
-        ((output_path, "--output"), (checkpoint_path, "--checkpoint")),
-        ((checkpoint_path, "--checkpoint"), (path, "--input")),
-    ):
-        if a is not None and b is not None and os.path.abspath(a) == os.path.abspath(b):
-            raise click.UsageError(f"{a_name} and {b_name} must be different files, both are {a}")
+    return concrete, path, start, checkpoint_path
+
+
+def _pods(
+    options: _Options, node_name: str, report: Reporter, cleanup: contextlib.ExitStack
+) -> KubePodSource | None:
+    """With --kube, the pods of this node from the API server, listed and watched until `cleanup`."""
+    if not options.kube:
+        return None
+    from syscribe.enricher.kube import KubeConfigError, KubePodSource, api_client_from_environment
+
     try:
-        filt = Filter.of(options.namespaces, options.types, options.actions)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    node_name = options.node or os.environ.get("NODE_NAME") or os.uname().nodename
+        client = api_client_from_environment(str(options.kubeconfig) if options.kubeconfig else None)
+        pods = KubePodSource(client, node_name, report=report)
+    except (KubeConfigError, ValueError) as exc:
+        raise click.ClickException(f"{exc} (or drop --kube)") from None
+    pods.start()
+    cleanup.callback(pods.stop)
+    # Degraded rather than failed when the API server does not answer: the node alone names
+    # pod, namespace and container, and a DaemonSet that exits on an API outage loses lines.
+    if not pods.wait_synced(KUBE_FIRST_SYNC) and not options.quiet:
+        click.echo(
+            f"syscribe enrich: the Kubernetes API at {client.configuration.host} did not answer "
+            f"within {KUBE_FIRST_SYNC:g} s: lines go out without pod labels until it does (the "
+            "node itself still names pod, namespace and container)",
+            err=True,
+        )
+    return pods
 
-    # Every line makes a few short-lived objects and none of them cycles: collecting the youngest
-    # generation every 700 allocations costs about 4% of the run for nothing.
-    gc.set_threshold(50_000, 20, 100)
-    stats = Stats()
-    metrics = Metrics()
-    report = Reporter(metrics, stats, quiet=quiet)
-    pods = None
-    if options.kube:
-        from syscribe.enricher.kube import KubeConfigError, KubePodSource, api_client_from_environment
 
-        try:
-            client = api_client_from_environment(str(options.kubeconfig) if options.kubeconfig else None)
-            pods = KubePodSource(client, node_name, report=report)
-        except (KubeConfigError, ValueError) as exc:
-            raise click.ClickException(f"{exc} (or drop --kube)") from None
-        pods.start()
-        cleanup.callback(pods.stop)
-        # Degraded rather than failed when the API server does not answer: the node alone names
-        # pod, namespace and container, and a DaemonSet that exits on an API outage loses lines.
-        if not pods.wait_synced(KUBE_FIRST_SYNC) and not quiet:
-            click.echo(
-                f"syscribe enrich: the Kubernetes API at {client.configuration.host} did not answer "
-                f"within {KUBE_FIRST_SYNC:g} s: lines go out without pod labels until it does (the "
-                "node itself still names pod, namespace and container)",
-                err=True,
-            )
+def _open(
+    options: _Options, plan: _Plan, report: Reporter, metrics: Metrics, cleanup: contextlib.ExitStack
+) -> tuple[Checkpoint | None, OutputWriter, Source]:
+    """The checkpoint (the output cut back to it), the output, the source and the metrics server."""
+    from syscribe.enricher.checkpoint import CheckpointError
+    from syscribe.enricher.output import OutputError, OutputWriter
+    from syscribe.enricher.pipeline import restore
+    from syscribe.enricher.sources import SourceError, open_source
+
     try:
         # Only a run that resumes from the checkpoint may cut the output back to it: one that
         # starts elsewhere would not write those lines again.
         restored = None
-        if start == "checkpoint":
-            restored = restore(checkpoint_path, concrete, report, output_path)
+        if plan.start == "checkpoint":
+            restored = restore(plan.checkpoint_path, plan.concrete, report, plan.output_path)
     except CheckpointError as exc:
         raise click.ClickException(f"{exc}; fix or delete it (a new one starts at --start)") from None
     mark = restored.mark if restored is not None else None
     try:
-        writer = OutputWriter(output_path, max_bytes=options.max_output_bytes, backups=options.output_backups)
+        writer = OutputWriter(
+            plan.output_path, max_bytes=options.max_output_bytes, backups=options.output_backups
+        )
     except OutputError as exc:
         raise click.ClickException(str(exc)) from None
     cleanup.callback(writer.close)
     try:
-        src = open_source(concrete, path, follow=follow, start=start, mark=mark, report=report)
+        src = open_source(
+            plan.concrete, plan.path, follow=options.follow, start=plan.start, mark=mark, report=report
+        )
     except SourceError as exc:
         raise click.ClickException(str(exc)) from None
     cleanup.callback(src.close)
@@ -266,38 +338,31 @@ def _build(options: _Options, cleanup: contextlib.ExitStack) -> _Built:
             message = f"cannot serve metrics on port {options.metrics_port}: {exc.strerror}"
             raise click.ClickException(message) from None
     cleanup.callback(metrics.stop)
+    return restored, writer, src
 
-    resolver = ContainerResolver(proc=options.proc, state_dirs=list(options.state_dirs) or None, api=pods)
-    tracker = None
-    if options.track_processes or (options.track_processes is None and follow):
-        from syscribe.enricher.proctrack import ProcessTracker, TrackerUnavailableError
 
-        tracker = ProcessTracker(resolver, report=report)
-        try:
-            tracker.start()
-            cleanup.callback(tracker.stop)
-        except TrackerUnavailableError as exc:
-            tracker = None
-            if not quiet:
-                hint = " (--no-track-processes hides this)" if options.track_processes is None else ""
-                click.echo(
-                    f"syscribe enrich: process tracking off: {exc}; a process gone before its record "
-                    f"is read gets no pod{hint}",
-                    err=True,
-                )
-    # The enriched line of a SECCOMP event takes nothing from companions: it need not wait for them.
-    assembler = EventAssembler(hold_seconds=options.hold_seconds, seccomp_alone=True)
-    settings = Settings(
-        node=node_name,
-        backlog_seconds=options.backlog_seconds,
-        checkpoint_interval=options.checkpoint_interval,
-    )
-    pipeline = Pipeline(
-        src, assembler, resolver, writer, settings,
-        checkpoint_path=checkpoint_path, restored=restored, filter=filt, metrics=metrics,
-        report=report, stats=stats, metrics_textfile=options.metrics_textfile,
-    )
-    return _Built(pipeline, assembler, stats, tracker, concrete, path)
+def _tracker(
+    options: _Options, resolver: ContainerResolver, report: Reporter, cleanup: contextlib.ExitStack
+) -> ProcessTracker | None:
+    """The process tracker, started, when asked for (by default when following) and the kernel lets it."""
+    if not (options.track_processes or (options.track_processes is None and options.follow)):
+        return None
+    from syscribe.enricher.proctrack import ProcessTracker, TrackerUnavailableError
+
+    tracker = ProcessTracker(resolver, report=report)
+    try:
+        tracker.start()
+        cleanup.callback(tracker.stop)
+    except TrackerUnavailableError as exc:
+        if not options.quiet:
+            hint = " (--no-track-processes hides this)" if options.track_processes is None else ""
+            click.echo(
+                f"syscribe enrich: process tracking off: {exc}; a process gone before its record "
+                f"is read gets no pod{hint}",
+                err=True,
+            )
+        return None
+    return tracker
 
 
 def _run(built: _Built) -> bool:

@@ -3,7 +3,7 @@
 `ContainerResolver.lookup(pid)` reads /proc/<pid>/stat (the start time, so that a reused pid is never
 taken for the process that had it before) and /proc/<pid>/cgroup (which container: see cgroup.py), then
 finds the container's annotations in the state directory of whichever runtime made it (see
-runtimestate.py). No API server is needed; an optional `PodLabelSource` (kube.py) adds pod labels.
+statedirs.py). No API server is needed; an optional `PodLabelSource` (kube.py) adds pod labels.
 
 A process that makes one denied syscall and is gone before its record is read (a seccomp kill, a short
 `sh -c` in a container) leaves nothing in /proc to read. `track(pid)` is for the process tracker
@@ -11,16 +11,11 @@ A process that makes one denied syscall and is gone before its record is read (a
 container processes (host processes are the default when nothing is known), so `lookup()` answers for
 them after they are gone. `exited(pid)` notes when a remembered process ended, so that a record written
 after that is not taken for it (its pid may have a new owner); `expire()` forgets what ended long ago.
-
-Everything below a state directory is opened one component at a time with O_NOFOLLOW, so an id or a
-link planted in a container-writable place cannot make the resolver read outside the directory, and
-every file is read up to a size cap (a FIFO, device or huge file is refused, never waited on).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -30,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from syscribe import fsutil
-from syscribe.enricher import runtimestate
+from syscribe.enricher import runtimestate, statedirs
 from syscribe.enricher.cgroup import (
     CONTAINER_ID,
     POD_UID,
@@ -39,30 +34,12 @@ from syscribe.enricher.cgroup import (
     parse_proc_cgroup,
 )
 from syscribe.enricher.gonepids import GonePids
+from syscribe.enricher.statedirs import DEFAULT_STATE_DIRS, Found, StateDirs, read_bounded
 
 if TYPE_CHECKING:
     from syscribe.enricher.kube import PodLabelSource
 
-# Where the runtimes keep what they know about each container, richest first: containers/storage
-# (CRI-O, podman: the bundle's config.json), containerd's task bundles (one folder per namespace),
-# docker's containers, then the OCI runtimes' own roots (CRI-O's runc and crun use /run/runc and
-# /run/crun; containerd's and docker's runc roots have a namespace level).
-DEFAULT_STATE_DIRS: tuple[Path, ...] = (
-    Path("/run/containers/storage"),
-    Path("/var/lib/containers/storage"),
-    Path("/run/containerd/io.containerd.runtime.v2.task"),
-    Path("/var/lib/docker/containers"),
-    Path("/run/runc"),
-    Path("/run/crun"),
-    Path("/run/containerd/runc"),
-    Path("/run/docker/runtime-runc"),
-)
-
-STORAGE_DRIVERS = ("overlay", "vfs", "btrfs", "zfs")
-MAX_JSON = 8 * 1024 * 1024  # a bundle config with a big seccomp profile is ~100 KiB
-MAX_NAMES_FILE = 32 * 1024 * 1024  # containers.json: ~1 KiB per container
 MAX_PROC_FILE = 64 * 1024
-MAX_NAMESPACES = 256  # entries looked at when a state directory has a namespace level
 PID_MAX = 4 * 1024 * 1024  # PID_MAX_LIMIT on 64-bit kernels
 HISTORY_PER_PID = 4
 # A record's time and a process's start time come from different clocks (the record's is wall time,
@@ -79,7 +56,6 @@ TICK_SLACK = 2
 
 # What a runtime's own process is called while it sets a container up, before the workload's exec.
 RUNTIME_COMMS = frozenset({"runc", "runc:[0:PARENT]", "runc:[1:CHILD]", "runc:[2:INIT]", "crun", "youki"})
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,46 +117,6 @@ def parse_btime(data: bytes) -> int | None:
     return None
 
 
-# --- bounded, no-follow reads ---------------------------------------------------------------------------
-
-
-def read_bounded(base: Path, parts: Sequence[str], cap: int) -> bytes | None:
-    """The bytes of base/parts[0]/.../parts[-1], or None if it is missing, not a regular file, reached
-    through a symlink below `base`, or larger than `cap`. `base` itself is the operator's choice and
-    may be a link (a DaemonSet mounts the host's /run somewhere)."""
-    try:
-        return fsutil.read_beneath(base, parts, cap)
-    except fsutil.FsError:
-        return None
-
-
-def _is_dir(base: Path, parts: Sequence[str]) -> bool:
-    try:
-        os.close(fsutil.open_dir_beneath(base, parts))
-    except fsutil.FsError:
-        return False
-    return True
-
-
-def _subdirs(base: Path) -> list[str]:
-    """Names of the (non-link) folders of `base` that could be a namespace level, bounded."""
-    names: list[str] = []
-    try:
-        with os.scandir(base) as entries:
-            for count, entry in enumerate(entries):
-                if count >= MAX_NAMESPACES:
-                    break
-                if (
-                    _SAFE_NAME.fullmatch(entry.name)
-                    and not CONTAINER_ID.fullmatch(entry.name)
-                    and entry.is_dir(follow_symlinks=False)
-                ):
-                    names.append(entry.name)
-    except OSError:
-        pass
-    return sorted(names)
-
-
 # --- the resolver ---------------------------------------------------------------------------------------
 
 
@@ -191,13 +127,6 @@ class _Seen:
     start: int  # clock ticks since boot (/proc/<pid>/stat field 22)
     lookup: Lookup
     exited: float | None = None  # seconds since the epoch, when known
-
-
-@dataclass(frozen=True, slots=True)
-class _Found:
-    facts: runtimestate.BundleFacts
-    layout: str  # runtime that the state dir's layout shows ("runc", "crun", "containerd", ...)
-    storage: tuple[Path, str] | None = None  # containers/storage root and driver, for names and sandboxes
 
 
 def _own_pid_namespace(proc: Path) -> bool:
@@ -242,7 +171,7 @@ class ContainerResolver:
         # pid -> newest first, at most HISTORY_PER_PID: also what a gone process is answered from
         self._procs: OrderedDict[int, list[_Seen]] = OrderedDict()
         self._containers: OrderedDict[str, ContainerInfo] = OrderedDict()
-        self._names: dict[Path, tuple[tuple[int, int], dict[str, str]]] = {}
+        self._statedirs = StateDirs(self.state_dirs)
         # /proc/stat has a line per CPU: larger than the per-process files on big machines.
         btime_data = read_bounded(proc, ["stat"], 16 * MAX_PROC_FILE)
         self._btime = parse_btime(btime_data) if btime_data is not None else None
@@ -318,7 +247,7 @@ class ContainerResolver:
             if info is not None:
                 self._containers.move_to_end(container_id)
                 return info
-        found = self._find_state(container_id)
+        found = self._statedirs.find(container_id)
         if found is None:
             with self._lock:
                 self.stats.bundles_missing += 1
@@ -528,25 +457,13 @@ class ContainerResolver:
         )
         return Lookup(merged, result.settled)
 
-    def _info(self, container_id: str, cgroup_runtime: str | None, found: _Found) -> ContainerInfo:
+    def _info(self, container_id: str, cgroup_runtime: str | None, found: Found) -> ContainerInfo:
         facts = runtimestate.pod_facts(found.facts.annotations)
         runtime = cgroup_runtime or facts.manager or found.layout
         name = facts.container_name or found.facts.name
-        labels: dict[str, str] = {}
-        if found.storage is not None:
-            root, driver = found.storage
-            if name is None:
-                name = self._storage_name(root, driver, container_id)
-            sandbox_id = found.facts.annotations.get(runtimestate.CRIO_SANDBOX_ID)
-            if facts.sandbox:
-                labels = runtimestate.pod_labels(found.facts.annotations)
-            elif sandbox_id is not None and CONTAINER_ID.fullmatch(sandbox_id):
-                sandbox = read_bounded(
-                    root, [f"{driver}-containers", sandbox_id, "userdata", "config.json"], MAX_JSON
-                )
-                sandbox_facts = runtimestate.oci_config(sandbox) if sandbox is not None else None
-                if sandbox_facts is not None:
-                    labels = runtimestate.pod_labels(sandbox_facts.annotations)
+        if name is None:
+            name = self._statedirs.storage_name(found, container_id)
+        labels = statedirs.pod_labels(found, facts.sandbox)
         pod_uid = facts.pod_uid if facts.pod_uid is not None and POD_UID.fullmatch(facts.pod_uid) else None
         return ContainerInfo(
             container_id=container_id,
@@ -557,68 +474,3 @@ class ContainerResolver:
             pod_uid=pod_uid,
             labels=labels,
         )
-
-    def _storage_name(self, root: Path, driver: str, container_id: str) -> str | None:
-        """podman's name for a container, from containers/storage's containers.json (re-read on change)."""
-        path = root / f"{driver}-containers" / "containers.json"
-        try:
-            info = path.lstat()
-        except OSError:
-            return None
-        key = (info.st_mtime_ns, info.st_size)
-        with self._lock:
-            cached = self._names.get(path)
-        if cached is None or cached[0] != key:
-            data = read_bounded(root, [f"{driver}-containers", "containers.json"], MAX_NAMES_FILE)
-            names = runtimestate.storage_names(data) if data is not None else {}
-            with self._lock:
-                self._names[path] = (key, names)
-        else:
-            names = cached[1]
-        return names.get(container_id)
-
-    def _find_state(self, container_id: str) -> _Found | None:
-        for base in self.state_dirs:
-            drivers = [driver for driver in STORAGE_DRIVERS if _is_dir(base, [f"{driver}-containers"])]
-            for driver in drivers:
-                data = read_bounded(
-                    base, [f"{driver}-containers", container_id, "userdata", "config.json"], MAX_JSON
-                )
-                facts = runtimestate.oci_config(data) if data is not None else None
-                if facts is not None:
-                    return _Found(facts, "cri-o", (base, driver))
-            if drivers:
-                continue  # a containers/storage root has no other layout below it
-            found = self._probe(base, [], container_id)
-            if found is not None:
-                return found
-            if not _is_dir(base, [container_id]):
-                for namespace in _subdirs(base):
-                    found = self._probe(base, [namespace], container_id)
-                    if found is not None:
-                        if namespace == "moby" and found.layout == "containerd":
-                            return replace(found, layout="docker")
-                        return found
-        return None
-
-    def _probe(self, base: Path, prefix: list[str], container_id: str) -> _Found | None:
-        """The per-container folder layouts: runc's state.json, crun's status (with its copy of the
-        config), docker's config.v2.json, an OCI bundle's config.json (containerd's task folders)."""
-        folder = [*prefix, container_id]
-        data = read_bounded(base, [*folder, "state.json"], MAX_JSON)
-        if data is not None and (facts := runtimestate.runc_state(data)) is not None:
-            return _Found(facts, "runc")
-        status = read_bounded(base, [*folder, "status"], MAX_PROC_FILE)
-        if status is not None and runtimestate.crun_status(status) is not None:
-            data = read_bounded(base, [*folder, "config.json"], MAX_JSON)
-            facts = runtimestate.oci_config(data) if data is not None else None
-            if facts is not None:
-                return _Found(facts, "crun")
-            return None  # crun writes status before its config copy: not there yet
-        data = read_bounded(base, [*folder, "config.v2.json"], MAX_JSON)
-        if data is not None and (facts := runtimestate.docker_config(data)) is not None:
-            return _Found(facts, "docker")
-        data = read_bounded(base, [*folder, "config.json"], MAX_JSON)
-        if data is not None and (facts := runtimestate.oci_config(data)) is not None:
-            return _Found(facts, "containerd")
-        return None

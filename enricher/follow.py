@@ -496,6 +496,31 @@ class FileFollower:
         cur = self._cur
         assert cur is not None
         st = self._st
+        data = self._pread(cur, st)
+        if data is None:
+            return None
+        if st.discarding:
+            return self._end_discarding(cur, st, data)
+        chunk_start = st.offset
+        prev_tail = st.prev_tail
+        if st.buf:
+            data = st.buf + data
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            self._keep_unfinished(st, data)
+            return None
+        # One split, no copy of the complete part: the piece after the last newline is the unfinished line.
+        lines = data.split(b"\n")
+        rest = lines.pop()
+        if cut > self._max_line and max(map(len, lines)) > self._max_line:
+            return self._cut_at_oversized(cur, st, lines, chunk_start, prev_tail)
+        st.offset = chunk_start + cut + 1
+        st.prev_tail = lines[-1][-TAIL_BYTES:]
+        self._keep_unfinished(st, rest)
+        return FileChunk(lines, cur.id, chunk_start, st.offset, prev_tail)
+
+    def _pread(self, cur: _Open, st: _State) -> bytes | None:
+        """The next bytes of the current file; None at its end (idle), after an error or a truncation."""
         if st.idle and not self._verify_position():
             self._on_truncated()
             return None
@@ -518,64 +543,51 @@ class FileFollower:
             st.idle = True
             return None
         st.idle = False
-        chunk_start = st.offset
-        prev_tail = st.prev_tail
-        if st.discarding:
-            nl = data.find(b"\n")
-            if nl < 0:
-                st.discarding += len(data)
-                st.disc_tail = (st.disc_tail + data)[-TAIL_BYTES:]
-                return None
-            skipped = st.discarding + nl
-            st.prev_tail = (st.disc_tail + data[:nl])[-TAIL_BYTES:]
-            st.offset += skipped + 1
-            st.discarding = 0
-            st.disc_tail = b""
-            self.lines_skipped_oversize += 1
-            self._say(
-                "oversized_line",
-                f"skipped a line of {skipped} bytes in {cur.id.path} (longer than {self._max_line})",
-            )
-            # The rest of `data` is read again from the new offset.
-            return FileChunk([], cur.id, st.offset, st.offset, st.prev_tail)
-        if st.buf:
-            data = st.buf + data
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            if len(data) > self._max_line:
-                st.discarding = len(data)
-                st.disc_tail = data[-TAIL_BYTES:]
-                st.buf = b""
-            else:
-                st.buf = data
-            return None
-        # One split, no copy of the complete part: the piece after the last newline is the unfinished line.
-        lines = data.split(b"\n")
-        rest = lines.pop()
-        if cut > self._max_line and max(map(len, lines)) > self._max_line:
-            for i, line in enumerate(lines):
-                if len(line) > self._max_line:
-                    kept = lines[:i]
-                    end = chunk_start + sum(len(x) + 1 for x in kept)
-                    st.offset = end + len(line) + 1
-                    st.buf = b""
-                    st.prev_tail = line[-TAIL_BYTES:]
-                    self.lines_skipped_oversize += 1
-                    self._say(
-                        "oversized_line",
-                        f"skipped a line of {len(line)} bytes in {cur.id.path} "
-                        f"(longer than {self._max_line})",
-                    )
-                    return FileChunk(kept, cur.id, chunk_start, end, prev_tail)
-        st.offset = chunk_start + cut + 1
-        st.prev_tail = lines[-1][-TAIL_BYTES:]
-        if len(rest) > self._max_line:
-            st.discarding = len(rest)
-            st.disc_tail = rest[-TAIL_BYTES:]
+        return data
+
+    def _keep_unfinished(self, st: _State, piece: bytes) -> None:
+        """Keep the unfinished line `piece` for the next read, or skip it from here if it is too long."""
+        if len(piece) > self._max_line:
+            st.discarding = len(piece)
+            st.disc_tail = piece[-TAIL_BYTES:]
             st.buf = b""
         else:
-            st.buf = rest
-        return FileChunk(lines, cur.id, chunk_start, st.offset, prev_tail)
+            st.buf = piece
+
+    def _end_discarding(self, cur: _Open, st: _State, data: bytes) -> FileChunk | None:
+        """Inside a line longer than max_line: skip on to its end; an empty chunk once it is there."""
+        nl = data.find(b"\n")
+        if nl < 0:
+            st.discarding += len(data)
+            st.disc_tail = (st.disc_tail + data)[-TAIL_BYTES:]
+            return None
+        skipped = st.discarding + nl
+        st.prev_tail = (st.disc_tail + data[:nl])[-TAIL_BYTES:]
+        st.offset += skipped + 1
+        st.discarding = 0
+        st.disc_tail = b""
+        self._skipped_oversized(cur, skipped)
+        # The rest of `data` is read again from the new offset.
+        return FileChunk([], cur.id, st.offset, st.offset, st.prev_tail)
+
+    def _cut_at_oversized(
+        self, cur: _Open, st: _State, lines: list[bytes], chunk_start: int, prev_tail: bytes
+    ) -> FileChunk:
+        """The complete `lines` read from `chunk_start` hold one longer than max_line: the lines before
+        it, and the next read starts after it."""
+        i, line = next((i, line) for i, line in enumerate(lines) if len(line) > self._max_line)
+        kept = lines[:i]
+        end = chunk_start + sum(len(x) + 1 for x in kept)
+        st.offset = end + len(line) + 1
+        st.buf = b""
+        st.prev_tail = line[-TAIL_BYTES:]
+        self._skipped_oversized(cur, len(line))
+        return FileChunk(kept, cur.id, chunk_start, end, prev_tail)
+
+    def _skipped_oversized(self, cur: _Open, size: int) -> None:
+        self.lines_skipped_oversize += 1
+        message = f"skipped a line of {size} bytes in {cur.id.path} (longer than {self._max_line})"
+        self._say("oversized_line", message)
 
     def _finish_current(self) -> FileChunk | None:
         """The current file will get no more lines: its unfinished last line is a (cut) line too."""

@@ -334,30 +334,7 @@ class ProcessTracker:
                     self._ready.set()
                     return
                 poller.poll(250)
-                for _ in range(BATCH):
-                    try:
-                        size, sender = sock.recvfrom_into(buf, MAX_DATAGRAM, socket.MSG_DONTWAIT)
-                    except BlockingIOError:
-                        break
-                    except OSError as exc:
-                        if exc.errno == errno.ENOBUFS:
-                            self._overrun(sock)
-                            continue
-                        self.stats.errors += 1
-                        self._report(
-                            "proctrack_error", f"process tracker: reading events failed: {exc.strerror}"
-                        )
-                        self._stop.wait(1.0)
-                        break
-                    if sender[0] != 0:  # only the kernel (port 0) speaks for the connector
-                        self.stats.foreign += 1
-                        continue
-                    self.stats.datagrams += 1
-                    try:
-                        self._handle(view[:size])
-                    except Exception as exc:  # one bad event must not end the tracking of all others
-                        self.stats.errors += 1
-                        self._report("proctrack_error", f"process tracker: an event failed: {exc!r}")
+                self._receive(sock, buf, view)
                 now = time.monotonic()
                 if now >= next_expire:
                     next_expire = now + self._expire_every
@@ -372,6 +349,31 @@ class ProcessTracker:
         finally:
             self.stats.cpu_seconds = time.thread_time() - started_cpu
             self._ready.set()
+
+    def _receive(self, sock: socket.socket, buf: bytearray, view: memoryview) -> None:
+        """Handle the datagrams waiting on `sock`, up to BATCH of them, each read into `buf` (`view`)."""
+        for _ in range(BATCH):
+            try:
+                size, sender = sock.recvfrom_into(buf, MAX_DATAGRAM, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    self._overrun(sock)
+                    continue
+                self.stats.errors += 1
+                self._report("proctrack_error", f"process tracker: reading events failed: {exc.strerror}")
+                self._stop.wait(1.0)
+                break
+            if sender[0] != 0:  # only the kernel (port 0) speaks for the connector
+                self.stats.foreign += 1
+                continue
+            self.stats.datagrams += 1
+            try:
+                self._handle(view[:size])
+            except Exception as exc:  # one bad event must not end the tracking of all others
+                self.stats.errors += 1
+                self._report("proctrack_error", f"process tracker: an event failed: {exc!r}")
 
     def _handle(self, data: memoryview) -> None:
         events, bad = parse(data)

@@ -243,54 +243,8 @@ class KmsgSource:
         deadline = time.monotonic() + timeout
         lines: list[bytes] = []
         seqs: list[int] = []
-        last = None
         while True:
-            got_any = False
-            for _ in range(self._max_batch):
-                try:
-                    record = os.read(self._fd, 16384)
-                except BlockingIOError:
-                    break
-                except BrokenPipeError:
-                    # The ring overwrote records we had not read; the next read gets the oldest left.
-                    continue
-                except OSError as exc:
-                    raise SourceError(f"reading /dev/kmsg failed: {exc.strerror}") from None
-                got_any = True
-                parsed = parse_kmsg(record)
-                if parsed is None:
-                    continue
-                facility, seq, message = parsed
-                if seq < self._skip_below:
-                    continue
-                if self._next is not None and seq > self._next:
-                    missed = seq - self._next
-                    self.lost += missed
-                    self._report(
-                        "kmsg_lost",
-                        f"{missed} kernel log records were overwritten before they could be read",
-                    )
-                self._next = seq + 1
-                last = seq
-                if not message.startswith(b"audit: "):
-                    self.other += 1
-                    if facility == 0 and b"kauditd_printk_skb" in message:
-                        found = _SUPPRESSED.search(message)
-                        if found:
-                            count = int(found[1])
-                            self.suppressed += count
-                            self._report(
-                                "ratelimited",
-                                f"printk's rate limit dropped {count} audit records; set "
-                                "kernel.printk_ratelimit=0 or use --source netlink or auditd",
-                            )
-                    continue
-                if facility != 0:
-                    self.foreign += 1
-                    self._report("foreign", "ignored an audit-looking line written to /dev/kmsg by userspace")
-                    continue
-                lines.append(message)
-                seqs.append(seq)
+            got_any, last = self._read_batch(lines, seqs)
             if lines or (got_any and last is not None):
                 after = last + 1 if last is not None else self._next or 0
                 return Batch(lines, _KmsgLocator(self._boot, seqs, after))
@@ -303,6 +257,62 @@ class KmsgSource:
             ready, _, _ = select.select([self._fd], [], [], left)
             if not ready:
                 return None
+
+    def _read_batch(self, lines: list[bytes], seqs: list[int]) -> tuple[bool, int | None]:
+        """Up to max_batch records, those of audit added to `lines` and `seqs`: whether any was read,
+        and the sequence number of the last one."""
+        got_any = False
+        last = None
+        for _ in range(self._max_batch):
+            try:
+                record = os.read(self._fd, 16384)
+            except BlockingIOError:
+                break
+            except BrokenPipeError:
+                # The ring overwrote records we had not read; the next read gets the oldest left.
+                continue
+            except OSError as exc:
+                raise SourceError(f"reading /dev/kmsg failed: {exc.strerror}") from None
+            got_any = True
+            parsed = parse_kmsg(record)
+            if parsed is None:
+                continue
+            facility, seq, message = parsed
+            if seq < self._skip_below:
+                continue
+            if self._next is not None and seq > self._next:
+                missed = seq - self._next
+                self.lost += missed
+                self._report(
+                    "kmsg_lost",
+                    f"{missed} kernel log records were overwritten before they could be read",
+                )
+            self._next = seq + 1
+            last = seq
+            if not message.startswith(b"audit: "):
+                self.other += 1
+                if facility == 0 and b"kauditd_printk_skb" in message:
+                    self._count_suppressed(message)
+                continue
+            if facility != 0:
+                self.foreign += 1
+                self._report("foreign", "ignored an audit-looking line written to /dev/kmsg by userspace")
+                continue
+            lines.append(message)
+            seqs.append(seq)
+        return got_any, last
+
+    def _count_suppressed(self, message: bytes) -> None:
+        """kauditd's line saying how many audit records printk's rate limit dropped."""
+        found = _SUPPRESSED.search(message)
+        if found:
+            count = int(found[1])
+            self.suppressed += count
+            self._report(
+                "ratelimited",
+                f"printk's rate limit dropped {count} audit records; set "
+                "kernel.printk_ratelimit=0 or use --source netlink or auditd",
+            )
 
     def end_mark(self) -> SourceMark | None:
         if self._next is None:

@@ -12,16 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from syscribe.enricher.containers import (
-    MAX_JSON,
-    ContainerInfo,
-    ContainerResolver,
-    Lookup,
-    parse_btime,
-    parse_stat,
-    read_bounded,
-)
+from syscribe.enricher.containers import ContainerInfo, ContainerResolver, Lookup, parse_btime, parse_stat
 from syscribe.enricher.kube import PodMeta
+from syscribe.enricher.statedirs import MAX_JSON, read_bounded
 
 CID = "5d8a4b9c1e0f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3"
 SANDBOX = "134b58ab2e0cfd7432a9db818b1b4ec52fdc747333f0ba2c9342860dc2ea7c50"
@@ -293,17 +286,6 @@ def test_oversized_files_are_refused(tmp_path: Path) -> None:
     (tmp_path / "small").write_bytes(b"x" * 100)
     assert read_bounded(tmp_path, ["small"], 99) is None
     assert read_bounded(tmp_path, ["small"], 100) == b"x" * 100
-
-
-def test_read_bounded_is_none_where_fsutil_refuses(tmp_path: Path) -> None:
-    # The refusals themselves are tested with fsutil (tests/test_profile_fsutil.py).
-    assert read_bounded(tmp_path, [], 10) is None
-    assert read_bounded(tmp_path / "missing", ["x"], 10) is None
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "f").write_bytes(b"ok")
-    assert read_bounded(tmp_path, ["d", "f"], 10) == b"ok"
-    (tmp_path / "dl").symlink_to(tmp_path / "d")
-    assert read_bounded(tmp_path, ["dl", "f"], 10) is None
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from syscribe.enricher.cli import enrich
-from syscribe.enricher.containers import DEFAULT_STATE_DIRS
+from syscribe.enricher.statedirs import DEFAULT_STATE_DIRS
 from tests.support.kubeapi import KubeAPI
 
 ROOT = Path(__file__).resolve().parent.parent

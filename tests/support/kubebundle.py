@@ -1,6 +1,6 @@
 """OCI bundles that look to the enricher's resolver like containers CRI-O made for a pod.
 
-What the resolver needs to find a pod from a runc container (see enricher/containers.py):
+What the resolver needs to find a pod from a runc container (see enricher/containers.py and statedirs.py):
 
 - a 64-hex container id (every CRI runtime uses one; the resolver trusts no other id);
 - `linux.cgroupsPath` as CRI-O's cgroupfs manager writes it: `/kubepods/<qos>/pod<uid>/crio-<id>`
