@@ -167,10 +167,12 @@ def _build(options: _Options, cleanup: contextlib.ExitStack) -> _Built:
     closed by `cleanup`), and make the pipeline; a ClickException or UsageError says what is wrong."""
     from syscribe.enricher.checkpoint import CheckpointError
     from syscribe.enricher.containers import ContainerResolver
+    from syscribe.enricher.enrichedline import Filter
     from syscribe.enricher.events import EventAssembler
     from syscribe.enricher.metrics import Metrics
-    from syscribe.enricher.output import Filter, OutputError, OutputWriter
-    from syscribe.enricher.pipeline import Pipeline, Reporter, Settings, Stats, restore
+    from syscribe.enricher.output import OutputError, OutputWriter
+    from syscribe.enricher.pipeline import Pipeline, Settings, Stats, restore
+    from syscribe.enricher.reporter import Reporter
     from syscribe.enricher.sources import SourceError, choose, open_source
 
     start, checkpoint_path = options.start, options.checkpoint_path  # both may change below
