@@ -19,12 +19,14 @@ import click
 if TYPE_CHECKING:
     from syscribe.enricher.checkpoint import Checkpoint
     from syscribe.enricher.containers import ContainerResolver
+    from syscribe.enricher.enrichedline import Filter
     from syscribe.enricher.events import EventAssembler
     from syscribe.enricher.kube import KubePodSource
     from syscribe.enricher.metrics import Metrics
-    from syscribe.enricher.output import Filter, OutputWriter
-    from syscribe.enricher.pipeline import Pipeline, Reporter, Stats
+    from syscribe.enricher.output import OutputWriter
+    from syscribe.enricher.pipeline import Pipeline, Stats
     from syscribe.enricher.proctrack import ProcessTracker
+    from syscribe.enricher.reporter import Reporter
     from syscribe.enricher.sources import Source
 
 SOURCES = ("auto", "auditd", "syslog", "kmsg", "netlink")
@@ -187,7 +189,8 @@ def _build(options: _Options, cleanup: contextlib.ExitStack) -> _Built:
     from syscribe.enricher.containers import ContainerResolver
     from syscribe.enricher.events import EventAssembler
     from syscribe.enricher.metrics import Metrics
-    from syscribe.enricher.pipeline import Pipeline, Reporter, Settings, Stats
+    from syscribe.enricher.pipeline import Pipeline, Settings, Stats
+    from syscribe.enricher.reporter import Reporter
 
     plan = _plan(options)
     # Every line makes a few short-lived objects and none of them cycles: collecting the youngest
@@ -217,7 +220,7 @@ def _build(options: _Options, cleanup: contextlib.ExitStack) -> _Built:
 
 def _plan(options: _Options) -> _Plan:
     """The options checked together (a UsageError or ClickException says what is wrong)."""
-    from syscribe.enricher.output import Filter
+    from syscribe.enricher.enrichedline import Filter
 
     start, checkpoint_path = options.start, options.checkpoint_path  # both may change below
     if start is None:

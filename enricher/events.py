@@ -253,6 +253,18 @@ class ParseStats:
         else:
             self.count_new_type(token)
 
+    def count_fed(
+        self, lines: int, records: int, non_audit: int, unjoined: int, late: int, alone: int
+    ) -> None:
+        """What one feed_many() call counted in locals."""
+        self.lines += lines
+        self.records += records
+        self.non_audit += non_audit
+        self.companions_unjoined += unjoined
+        self.companions_late += late
+        self.events += alone
+        self.completed_alone += alone
+
     def count_new_type(self, token: bytes) -> None:
         counts = self.type_tokens
         if len(counts) < MAX_TYPE_KEYS:
@@ -411,7 +423,9 @@ class EventAssembler:
         # and the queue is not over max_pending; until the clock moves (the next call) only these make
         # it due: its line hold ends (check_at), a companion of a pending group arrives (an EOE), a
         # main record makes a new head or too many pending; and it leaves only through _drain, which
-        # looks at the next head itself.
+        # looks at the next head itself. What is not done for every line is in methods (_seccomp_alone,
+        # _companion_head, _head_due, ParseStats.count_fed); the per-line part stays here, where a call
+        # per line would cost about 0.1 µs of the 1.5 µs a line of the audit-rules mix takes.
         stats = self.stats
         counts = stats.type_tokens
         count_of = counts.get
@@ -421,7 +435,6 @@ class EventAssembler:
         queue = self._queue
         take_main = self._take_main
         take_companion = self._take_companion
-        hold_seconds = self._hold_seconds
         hold_lines = self._hold_lines
         max_pending = self._max_pending
         released: list[tuple[int, list[AuditEvent]]] = []
@@ -479,11 +492,7 @@ class EventAssembler:
                             if last_head and line.startswith(last_head, end):
                                 verdict = last_verdict
                             else:
-                                open_at = line.find(b"(", end, end + auditparse.MAX_TYPE_TOKEN)
-                                close = line.find(b")", open_at + 1, open_at + 41) if open_at >= 0 else -1
-                                ident = line[open_at + 1 : close] if close >= 0 else b""
-                                verdict = _PENDING if ident in ids else _LATE if ident in recent else _UNKNOWN
-                                last_head = line[end : close + 1] if close >= 0 else b""
+                                last_head, verdict = self._companion_head(line, end)
                                 last_verdict = verdict
                             if verdict == _PENDING:
                                 self._line = n
@@ -496,29 +505,35 @@ class EventAssembler:
                         else:
                             unjoined += 1
                 if n >= check_at:
-                    if queue:
-                        group = queue[0][1]
-                        if (
-                            group.done
-                            or now - group.first_now >= hold_seconds
-                            or n - group.first_line >= hold_lines
-                            or len(queue) > max_pending
-                        ):
-                            self._line = n
-                            released.append((first + n - base - 1, self._drain(now)))
-                            last_head = b""
+                    if queue and self._head_due(now, n):
+                        self._line = n
+                        released.append((first + n - base - 1, self._drain(now)))
+                        last_head = b""
                     check_at = queue[0][1].first_line + hold_lines if queue else _NEVER
         finally:
             self._line = n
             self._mains = None
-            stats.lines += n - base
-            stats.records += records
-            stats.non_audit += non_audit
-            stats.companions_unjoined += unjoined
-            stats.companions_late += late
-            stats.events += alone_count
-            stats.completed_alone += alone_count
+            stats.count_fed(n - base, records, non_audit, unjoined, late, alone_count)
         return released
+
+    def _companion_head(self, line: bytes, end: int) -> tuple[bytes, int]:
+        """A companion's header up to its audit id, and what that id names: a pending group, one that
+        recently left, neither. Called once per run of lines starting the same (an event's companions)."""
+        open_at = line.find(b"(", end, end + auditparse.MAX_TYPE_TOKEN)
+        close = line.find(b")", open_at + 1, open_at + 41) if open_at >= 0 else -1
+        ident = line[open_at + 1 : close] if close >= 0 else b""
+        verdict = _PENDING if ident in self._ids else _LATE if ident in self._recent else _UNKNOWN
+        return (line[end : close + 1] if close >= 0 else b""), verdict
+
+    def _head_due(self, now: float, line: int) -> bool:
+        """Whether the queue's head may leave at `line`: done, over its hold, or too many wait."""
+        group = self._queue[0][1]
+        return (
+            group.done
+            or now - group.first_now >= self._hold_seconds
+            or line - group.first_line >= self._hold_lines
+            or len(self._queue) > self._max_pending
+        )
 
     def feed_netlink(
         self, type_number: int, payload: bytes, position: object, now: float
@@ -584,12 +599,10 @@ class EventAssembler:
         if not self._ids and not self._recent:
             self.stats.companions_unjoined += 1
             return False
-        open_at = buf.find(b"(", header_at, header_at + auditparse.MAX_TYPE_TOKEN)
-        close = buf.find(b")", open_at + 1, open_at + 41) if open_at >= 0 else -1
-        ident = buf[open_at + 1 : close] if close >= 0 else b""
-        if ident in self._ids:
+        verdict = self._companion_head(buf, header_at)[1]
+        if verdict == _PENDING:
             return True
-        if ident in self._recent:
+        if verdict == _LATE:
             self.stats.companions_late += 1
         else:
             self.stats.companions_unjoined += 1

@@ -23,26 +23,26 @@ back, so there the last batch before a kill may be repeated).
 
 from __future__ import annotations
 
-import ctypes
 import re
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from syscribe.enricher import checkpoint as cpmod
-from syscribe.enricher import output
+from syscribe.enricher import enrichedline
+from syscribe.enricher.allocator import keep_freed_heap
 from syscribe.enricher.auditparse import uint
 from syscribe.enricher.checkpoint import Checkpoint, SourceMark
 from syscribe.enricher.containers import ContainerInfo, Lookup
+from syscribe.enricher.enrichedline import Filter
 from syscribe.enricher.events import AuditEvent, EventAssembler
 from syscribe.enricher.metrics import Metrics
-from syscribe.enricher.output import Filter, OutputClosedError, OutputMismatchError, OutputWriter
-from syscribe.enricher.problems import PROBLEMS
+from syscribe.enricher.output import OutputClosedError, OutputMismatchError, OutputWriter
+from syscribe.enricher.reporter import Reporter
 from syscribe.enricher.sources import Batch, Source, SourceError
 
 # A warm lookup's answer stands in for the lookup at release time for this long (the same question:
@@ -54,8 +54,8 @@ _STAMP = re.compile(rb"audit\((\d{1,12})\.\d{1,9}:")
 # Lines fed to the assembler in one call.
 _SLICE = 4096
 _NOT_A_PROCESS = Lookup(None, True)
-_build_record = output.build_record
-_encode = output.encode
+_build_record = enrichedline.build_record
+_encode = enrichedline.encode
 
 
 class Resolver(Protocol):
@@ -99,36 +99,6 @@ class Settings:
 
 class CheckpointSaveError(RuntimeError):
     """The checkpoint could not be saved where the run cannot go on without it (one line)."""
-
-
-class Reporter:
-    """Problems and notable happenings (problems.Problem, problems.Notice): problems counted (metrics),
-    each printed as one line to stderr, the same kind at most once per `every` seconds (with how many
-    were not printed)."""
-
-    def __init__(self, metrics: Metrics | None, stats: Stats, *, every: float = 60.0,
-                 stream: Any = None, quiet: bool = False) -> None:
-        self._metrics = metrics
-        self._stats = stats
-        self._every = every
-        self._stream = stream if stream is not None else sys.stderr
-        self._quiet = quiet
-        self._last: dict[str, tuple[float, int]] = {}
-
-    def __call__(self, code: str, message: str) -> None:
-        self._stats.problems[code] = self._stats.problems.get(code, 0) + 1
-        if self._metrics is not None and code in PROBLEMS:
-            self._metrics.problem(code)
-        if self._quiet:
-            return
-        now = time.monotonic()
-        last = self._last.get(code)
-        if last is not None and now - last[0] < self._every:
-            self._last[code] = (last[0], last[1] + 1)
-            return
-        more = f" ({last[1]} more like this)" if last is not None and last[1] else ""
-        self._last[code] = (now, 0)
-        print(f"syscribe enrich: {message}{more}", file=self._stream, flush=True)
 
 
 class Pipeline:
@@ -540,31 +510,6 @@ class Pipeline:
         self._write_textfile()
 
 
-# mallopt(3)'s M_TRIM_THRESHOLD: how much free memory at the top of the heap glibc keeps instead of
-# giving it back to the kernel.
-_M_TRIM_THRESHOLD = -1
-_KEEP_FREE = 32 << 20
-
-
-def keep_freed_heap() -> None:
-    """Let glibc keep up to 32 MiB of freed heap instead of returning it after every batch.
-
-    Each batch allocates a few MiB of short-lived objects (lines, records, output lines) and frees them
-    together. With glibc's default threshold the heap top was given back and faulted in again all the
-    time: on the benchmark's million lines, 8,900 brk calls and 340,000 page faults, a quarter of the
-    run. Peak memory is the same either way; what changes is that freed memory is reused. A no-op on
-    a C library without mallopt.
-    """
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
-    mallopt(_M_TRIM_THRESHOLD, _KEEP_FREE)
-
-
 def _seq_of(position: object) -> int:
     # The assembler hands back the positions it was fed, which are this module's line numbers.
     assert isinstance(position, int)
@@ -596,6 +541,5 @@ def restore(checkpoint_path: Path | None, source_name: str, report: Callable[[st
 
 
 __all__ = [
-    "CheckpointSaveError", "OutputClosedError", "Pipeline", "Reporter", "Settings", "SourceError", "Stats",
-    "restore",
+    "CheckpointSaveError", "OutputClosedError", "Pipeline", "Settings", "SourceError", "Stats", "restore",
 ]

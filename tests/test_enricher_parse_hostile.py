@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from syscribe.arch import Arch
-from syscribe.enricher import auditparse, output
+from syscribe.enricher import auditparse, enrichedline
 from syscribe.enricher.events import MAX_TYPE_KEYS, AuditEvent, EventAssembler
 
 MB = 1024 * 1024
@@ -83,7 +83,7 @@ def feed_all(lines: list[bytes], **options: int) -> tuple[list[AuditEvent], Even
 
 
 def enriched(events: list[AuditEvent]) -> list[bytes]:
-    return [output.encode(output.build_record(e, None, "node")) for e in events]
+    return [enrichedline.encode(enrichedline.build_record(e, None, "node")) for e in events]
 
 
 FIELD = st.text(st.characters(codec="utf-8", exclude_characters="\n"), max_size=12)

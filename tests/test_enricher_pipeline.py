@@ -20,9 +20,10 @@ import pytest
 
 from syscribe.enricher import checkpoint as cpmod
 from syscribe.enricher.containers import ContainerResolver
+from syscribe.enricher.enrichedline import APPARMOR_KEYS, COMMON_KEYS, SELINUX_KEYS, Filter
 from syscribe.enricher.events import EventAssembler
 from syscribe.enricher.metrics import Metrics
-from syscribe.enricher.output import APPARMOR_KEYS, COMMON_KEYS, SELINUX_KEYS, Filter, OutputWriter
+from syscribe.enricher.output import OutputWriter
 from syscribe.enricher.pipeline import Pipeline, Settings, Stats, restore
 from syscribe.enricher.sources import FileSource
 from tests.support.prereq import require

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from syscribe.enricher import pipeline
+from syscribe.enricher import allocator
 from syscribe.enricher.containers import ContainerInfo, Lookup
 from syscribe.enricher.events import EventAssembler
 from syscribe.enricher.output import OutputWriter
@@ -157,9 +157,9 @@ def test_keep_freed_heap_raises_glibcs_trim_threshold(monkeypatch: pytest.Monkey
     brk calls and page faults it saves, is measured in bench/enricher.py, not here: it depends on how
     the heap lies.)"""
     libc = _Libc()
-    monkeypatch.setattr(pipeline.ctypes, "CDLL", lambda name: libc)
-    pipeline.keep_freed_heap()
-    pipeline.keep_freed_heap()
+    monkeypatch.setattr(allocator.ctypes, "CDLL", lambda name: libc)
+    allocator.keep_freed_heap()
+    allocator.keep_freed_heap()
     assert libc.mallopt.calls == [(-1, 32 << 20)] * 2
-    monkeypatch.setattr(pipeline.ctypes, "CDLL", lambda name: _Libc(with_mallopt=False))
-    pipeline.keep_freed_heap()
+    monkeypatch.setattr(allocator.ctypes, "CDLL", lambda name: _Libc(with_mallopt=False))
+    allocator.keep_freed_heap()

@@ -13,8 +13,9 @@ from syscribe.enricher.containers import Lookup
 from syscribe.enricher.events import EventAssembler
 from syscribe.enricher.metrics import Metrics
 from syscribe.enricher.output import OutputWriter
-from syscribe.enricher.pipeline import CheckpointSaveError, Pipeline, Reporter, Settings, Stats
+from syscribe.enricher.pipeline import CheckpointSaveError, Pipeline, Settings, Stats
 from syscribe.enricher.problems import NOTICES, PROBLEMS
+from syscribe.enricher.reporter import Reporter
 from syscribe.enricher.sources import FileSource
 
 ENRICHER = Path(__file__).parent.parent / "enricher"

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syscribe.arch import Arch
-from syscribe.enricher import output
+from syscribe.enricher import enrichedline
 from syscribe.enricher.events import AuditEvent, EventAssembler
 
 
@@ -101,7 +101,7 @@ def logs(draw: st.DrawFn) -> list[bytes]:
 
 
 def lines_of(events: list[AuditEvent]) -> list[bytes]:
-    return [output.encode(output.build_record(e, None, "node")) for e in events]
+    return [enrichedline.encode(enrichedline.build_record(e, None, "node")) for e in events]
 
 
 def run(
