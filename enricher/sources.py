@@ -91,6 +91,15 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+def _readable_by(fd: int | socket.socket, deadline: float) -> bool:
+    """Whether `fd` (a file descriptor or socket) has something to read before `deadline` (monotonic)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return False
+    ready, _, _ = select.select([fd], [], [], left)
+    return bool(ready)
+
+
 def _no_mark(_index: int) -> SourceMark | None:
     return None
 
@@ -251,11 +260,7 @@ class KmsgSource:
             if not self._follow:
                 self.eof = True
                 return None
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            ready, _, _ = select.select([self._fd], [], [], left)
-            if not ready:
+            if not _readable_by(self._fd, deadline):
                 return None
 
     def _read_batch(self, lines: list[bytes], seqs: list[int]) -> tuple[bool, int | None]:
@@ -415,11 +420,7 @@ class NetlinkSource:
             if not self._follow:
                 self.eof = True
                 return None
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            ready, _, _ = select.select([self._sock], [], [], left)
-            if not ready:
+            if not _readable_by(self._sock, deadline):
                 return None
 
     def end_mark(self) -> SourceMark | None:

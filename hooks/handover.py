@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
 import time
 from collections.abc import Mapping
@@ -129,13 +128,3 @@ def hand_over(path: str, request: bytes, fds: list[int], timeout: float) -> Answ
         return Answer(answer.ok, answer.message, answer.slot, time.monotonic() - start)
     finally:
         sock.close()
-
-
-def runtime_name() -> str | None:
-    """The runtime that runs the hook is its parent (runc, crun)."""
-    try:
-        with open(f"/proc/{os.getppid()}/comm", "rb") as f:
-            name = f.read(64).decode("utf-8", "replace").strip()
-    except OSError:
-        return None
-    return name or None

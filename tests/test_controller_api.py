@@ -567,6 +567,10 @@ def test_an_api_outage_and_a_restart_lose_and_duplicate_nothing(
     with running(agent):
         write_dump(root, generated(kube_namespace, own, "app", "b" * 12), ["read"], "web-a")
         wait_for("the first profile", lambda: allowed(get_profile(api, f"{own}-app")) == {"read"})
+        # The profile is written before the recording's status and before the dump is removed: the API
+        # goes down only when the first dump is done with, so that one dump, the next, is waiting.
+        wait_pods_recorded(api, kube_namespace, own, 1)
+        wait_for("the first dump to be removed", lambda: not list(root.rglob("*.json")))
         with kube_api.down():
             write_dump(root, generated(kube_namespace, own, "app", "c" * 12), ["write"], "web-b")
             # Its metrics say what it waits for, and it keeps running.
