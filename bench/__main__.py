@@ -9,7 +9,17 @@ import importlib.util
 import subprocess
 import sys
 
-BENCHES = ("recorder", "resident", "enricher", "hook", "proctrack", "netlink", "following", "controller")
+BENCHES = (
+    "recorder",
+    "resident",
+    "enricher",
+    "enricher_floor",
+    "hook",
+    "proctrack",
+    "netlink",
+    "following",
+    "controller",
+)
 
 
 def main() -> int:
