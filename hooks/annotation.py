@@ -13,10 +13,10 @@ applies to the container of that name (`io.kubernetes.container.name`) and wins 
 from __future__ import annotations
 
 import re
-from collections import namedtuple
 from collections.abc import Mapping
 
 from syscribe import annotations as keys
+from syscribe.hooks.record import Record
 
 KEY = keys.TRACE_SYSCALL
 CONTAINER_NAME_KEY = keys.CONTAINER_NAME
@@ -44,20 +44,13 @@ class AnnotationError(ValueError):
 
 
 # A named tuple, not a dataclass: importing dataclasses is most of the hook's import time (docs/hook.md,
-# "Where the time goes"). mypy sees the typed form.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import NamedTuple
+# "Where the time goes"); see syscribe.hooks.record.
+class Request(Record):
+    """What one container's annotation asks for."""
 
-    class Request(NamedTuple):
-        """What one container's annotation asks for."""
-
-        key: str  # the annotation that applied
-        output: str  # normalised absolute path of the profile to write
-        input: str | None  # normalised absolute path of the profile to extend, if any
-
-else:
-    Request = namedtuple("Request", "key output input")
+    key: str  # the annotation that applied
+    output: str  # normalised absolute path of the profile to write
+    input: str | None  # normalised absolute path of the profile to extend, if any
 
 
 def is_sandbox(annotations: Mapping[str, str], container_id: str | None = None) -> bool:

@@ -8,9 +8,13 @@ silently change where profiles may be written.
 from __future__ import annotations
 
 import json
-from typing import Any, NamedTuple
 
 from syscribe import strictjson
+from syscribe.hooks.record import Record
+
+TYPE_CHECKING = False  # not typing's: see syscribe.hooks.record
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_PATH = "/etc/syscribe/hook.json"
 DEFAULT_OUTPUT_ROOT = "/var/lib/syscribe/profiles"
@@ -41,9 +45,9 @@ class ConfigError(ValueError):
     """The configuration file is unusable; the message names the key and what is expected."""
 
 
-# A NamedTuple, not a dataclass: importing dataclasses (inspect, ast...) costs every recorded container
-# start about 10 ms, typing a third of that (docs/hook.md, "Where the time goes").
-class HookConfig(NamedTuple):
+# A named tuple, not a dataclass: importing dataclasses (inspect, ast...) costs every recorded container
+# start about 10 ms, typing about 6 (docs/hook.md, "Where the time goes").
+class HookConfig(Record):
     # Directories an `of:` path must lie under (after normalisation, without following symlinks).
     output_roots: tuple[str, ...] = (DEFAULT_OUTPUT_ROOT,)
     # Directories an `if:` path must lie under. Whoever can create pods names the file and the hook reads

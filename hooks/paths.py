@@ -8,9 +8,9 @@ syscribe.hooks.output walks the directories below the root with O_NOFOLLOW.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
 
 from syscribe.hooks.annotation import meta_name_for
+from syscribe.hooks.record import Record
 
 __all__ = ["PathError", "Placement", "components", "meta_name_for", "place", "under"]
 
@@ -19,7 +19,7 @@ class PathError(ValueError):
     """The path is outside every configured root; the message says which roots are allowed."""
 
 
-class Placement(NamedTuple):  # not a dataclass: see syscribe.hooks.config.HookConfig
+class Placement(Record):  # not a dataclass: see syscribe.hooks.config.HookConfig
     """A path split at the root it lies under."""
 
     root: str  # the configured root

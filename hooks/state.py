@@ -8,11 +8,11 @@ add some); the fields syscribe uses must have their types, and the document is b
 from __future__ import annotations
 
 import json
-from collections import namedtuple
 from collections.abc import Mapping
 from types import MappingProxyType
 
 from syscribe import strictjson
+from syscribe.hooks.record import Record
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the hook several ms
 if TYPE_CHECKING:
@@ -30,23 +30,15 @@ class StateError(ValueError):
     """The state on stdin is unusable; the message says what is wrong."""
 
 
-# A named tuple, not a dataclass: see syscribe.hooks.annotation.Request.
-if TYPE_CHECKING:
-    from typing import NamedTuple
-
-    class State(NamedTuple):
-        oci_version: str
-        id: str
-        status: str
-        pid: int
-        bundle: str
-        annotations: Mapping[str, str] = MappingProxyType({})
-        root: str | None = None
-
-else:
-    State = namedtuple(
-        "State", "oci_version id status pid bundle annotations root", defaults=(MappingProxyType({}), None)
-    )
+# A named tuple, not a dataclass: see syscribe.hooks.record.
+class State(Record):
+    oci_version: str
+    id: str
+    status: str
+    pid: int
+    bundle: str
+    annotations: Mapping[str, str] = MappingProxyType({})
+    root: str | None = None
 
 
 def parse_state(data: bytes) -> State:

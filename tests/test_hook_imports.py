@@ -46,6 +46,48 @@ def test_a_container_without_the_annotation_loads_only_the_decision() -> None:
                 "subprocess"} & loaded
 
 
+def test_the_hand_over_path_imports_neither_typing_nor_socket() -> None:
+    """What a recorded container's start imports before it hands over to the resident recorder (main,
+    the config, the log, the hand-over and the path checks), under the launcher install-hook registers
+    (`python3 -I -S`): no typing (about 6 ms), no socket.py (its IntEnums, about 6 ms), no dataclasses
+    (docs/hook.md, "Where the time goes")."""
+    import syscribe.hooks
+
+    top = os.path.dirname(os.path.dirname(os.path.dirname(syscribe.hooks.__file__)))
+    code = (f"import sys; sys.path.insert(0, {top!r})\n"
+            "import syscribe.hooks.main, syscribe.hooks.config, syscribe.hooks.log, syscribe.hooks.handover\n"
+            "import syscribe.hooks.paths\n"
+            "syscribe.hooks.config.HookConfig()\n"
+            "print(sorted(set(sys.modules) & {'typing', 'socket', 'dataclasses', 'inspect', 'ast'}))")
+    result = subprocess.run(["/usr/bin/python3", "-I", "-S", "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_records_behave_as_named_tuples() -> None:
+    """syscribe.hooks.record.Record makes what typing.NamedTuple would: fields in order, defaults,
+    properties and methods, _replace, equality with a tuple; a default before a field without one is
+    refused as typing.NamedTuple refuses it."""
+    import pytest
+
+    from syscribe.hooks.config import HookConfig
+    from syscribe.hooks.paths import Placement
+    from syscribe.hooks.record import Record
+
+    placement = Placement("/var/lib/syscribe", ("ns",), "web.json")
+    assert placement == ("/var/lib/syscribe", ("ns",), "web.json")
+    assert placement.path == "/var/lib/syscribe/ns/web.json" and placement.meta_name == "web.meta.json"
+    assert Placement._fields == ("root", "parts", "name")
+    config = HookConfig()
+    assert not config.fails_closed and config._replace(on_failure="fail").fails_closed
+    assert HookConfig._fields[0] == "output_roots"
+    assert len(HookConfig._field_defaults) == len(HookConfig._fields)
+    with pytest.raises(TypeError, match="without a default follows one with a default"):
+        class Broken(Record):
+            first: int = 1
+            second: int
+
+
 def test_the_tracer_path_imports_nothing_heavy() -> None:
     code = "\n".join([
         "import syscribe.hooks.tracer, syscribe.hooks.spawn, syscribe.hooks.output",
